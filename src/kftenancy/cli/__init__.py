@@ -1,0 +1,24 @@
+"""The `kftenancy` command line (typer + rich).
+
+Each command group lives in a module named after what it does; this module only
+assembles them. Every flag defaults from an environment variable (KFTENANCY_*).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from kftenancy.cli import render as _render
+
+app = typer.Typer(
+    name="kftenancy",
+    help="Safe multi-tenant Kubeflow: render, plan and run the tenancy operator.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_render.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,56 @@
+"""Names shared by every part of kftenancy: API groups, label and annotation keys.
+
+One place, so that the renderer, the controller, the webhook and the gateway can never
+disagree about how an object is recognised as ours.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Our own API.
+API_GROUP: Final = "kftenancy.dev"
+API_VERSION: Final = "v1alpha1"
+POLICY_KIND: Final = "TenancyPolicy"
+POLICY_PLURAL: Final = "tenancypolicies"
+POLICY_SINGULAR: Final = "tenancypolicy"
+DEFAULT_POLICY_NAME: Final = "default"
+
+# Server-side apply: the one field manager every kftenancy write uses.
+FIELD_MANAGER: Final = "kftenancy"
+
+# Ownership labels on every object we create (used to find and prune them).
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "kftenancy"
+LABEL_TENANT: Final = f"{API_GROUP}/tenant"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+
+# kftenancy's own annotations.
+ANN_ADOPT: Final = f"{API_GROUP}/adopt"  # value: the Profile name allowed to adopt a namespace
+ANN_OFFBOARDED_AT: Final = f"{API_GROUP}/offboarded-at"  # RFC 3339 time access was revoked
+ANN_DELETE_AFTER: Final = f"{API_GROUP}/delete-after"  # RFC 3339 end of the retention period
+ANN_USER_ID: Final = f"{API_GROUP}/user-id"  # the exact user id a Profile was onboarded for
+ANN_CONTRIBUTORS: Final = f"{API_GROUP}/contributors"  # JSON list, for upstream Profile CRDs
+
+# Kubeflow (upstream) names we stay compatible with.
+KUBEFLOW_GROUP: Final = "kubeflow.org"
+PROFILE_KIND: Final = "Profile"
+PROFILE_PLURAL: Final = "profiles"
+PROFILE_VERSIONS: Final = ("v1", "v1beta1")
+ANN_OWNER: Final = "owner"
+KUBEFLOW_PROFILE_PART_OF: Final = "kubeflow-profile"
+
+# PodTolerationRestriction admission plugin annotations.
+ANN_DEFAULT_TOLERATIONS: Final = "scheduler.alpha.kubernetes.io/defaultTolerations"
+ANN_TOLERATIONS_WHITELIST: Final = "scheduler.alpha.kubernetes.io/tolerationsWhitelist"
+
+# Web identity (the EKS pod-identity-webhook convention).
+ANN_ROLE_ARN: Final = "eks.amazonaws.com/role-arn"
+ANN_AUDIENCE: Final = "eks.amazonaws.com/audience"
+ANN_STS_REGIONAL: Final = "eks.amazonaws.com/sts-regional-endpoints"
+ANN_TOKEN_EXPIRATION: Final = "eks.amazonaws.com/token-expiration"
+ANN_SKIP_CONTAINERS: Final = "eks.amazonaws.com/skip-containers"
+WEB_IDENTITY_TOKEN_DIR: Final = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
+WEB_IDENTITY_TOKEN_PATH: Final = "token"
+WEB_IDENTITY_VOLUME: Final = "aws-iam-token"
