@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from kftenancy.cli import render as _render
+from kftenancy.cli import run as _run
 
 app = typer.Typer(
     name="kftenancy",
@@ -18,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 _render.register(app)
+_run.register(app)
 
 
 def main() -> None:
