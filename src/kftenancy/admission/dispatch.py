@@ -1,0 +1,96 @@
+"""One pure entry point: (policy, decoded body, phase, context) → AdmissionReview answer.
+
+Routing is by resource (group, resource), not by kind, because that is what the webhook
+configuration's rules select on. Subresources and resources we have no rule for are
+allowed untouched. If a rule fails unexpectedly, the validating phase denies (fail
+closed) and the mutating phase allows without a patch (its failurePolicy is Ignore for
+the same reason: availability over mutation); both say why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from kftenancy.admission.context import AdmissionContext, BadObject
+from kftenancy.admission.namespaces import mutate_namespace, validate_namespace
+from kftenancy.admission.pods import mutate_pod, validate_pod
+from kftenancy.admission.review import (
+    AdmissionRequest,
+    Decision,
+    Malformed,
+    allow,
+    deny,
+    parse_review,
+    respond,
+)
+from kftenancy.admission.serviceaccounts import mutate_service_account
+from kftenancy.policy import TenancyPolicySpec
+
+
+class Phase(StrEnum):
+    MUTATE = "mutate"
+    VALIDATE = "validate"
+
+
+Rule = Callable[[TenancyPolicySpec, AdmissionRequest, AdmissionContext], Decision]
+
+RULES: dict[tuple[Phase, str, str], Rule] = {
+    (Phase.MUTATE, "", "namespaces"): mutate_namespace,
+    (Phase.VALIDATE, "", "namespaces"): validate_namespace,
+    (Phase.MUTATE, "", "serviceaccounts"): mutate_service_account,
+    (Phase.MUTATE, "", "pods"): mutate_pod,
+    (Phase.VALIDATE, "", "pods"): validate_pod,
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer plus what the shell records in metrics and logs."""
+
+    response: dict[str, Any]
+    decision: Decision
+    kind: str
+    operation: str
+
+
+def decide(
+    policy: TenancyPolicySpec, request: AdmissionRequest, phase: Phase, ctx: AdmissionContext
+) -> Decision:
+    rule = RULES.get((phase, request.group, request.resource))
+    if rule is None or request.sub_resource:
+        return Decision(allowed=True, code="unhandled")
+    try:
+        return rule(policy, request, ctx)
+    except BadObject as exc:
+        return deny("malformed", f"{request.kind} {request.namespace}/{request.name}: {exc}")
+    except Exception as exc:  # a bug must not become an HTTP 500; see module docstring
+        what = f"kftenancy could not evaluate {request.kind} {request.namespace}/{request.name}"
+        if phase is Phase.VALIDATE:
+            return deny("internal", f"{what} ({type(exc).__name__}); denied to stay safe")
+        return allow(f"{what} ({type(exc).__name__}); admitted without changes")
+
+
+def review(policy: TenancyPolicySpec, body: Any, phase: Phase, ctx: AdmissionContext) -> Outcome:
+    """Answer one AdmissionReview (`body` already JSON-decoded, or a `Malformed`)."""
+    request = body if isinstance(body, Malformed) else parse_review(body)
+    if isinstance(request, Malformed):
+        decision = deny("malformed", f"malformed AdmissionReview: {request.reason}")
+        return Outcome(respond(request.uid, decision), decision, "", "")
+    decision = decide(policy, request, phase, ctx)
+    return Outcome(respond(request.uid, decision), decision, request.kind, request.operation)
+
+
+def lookups(body: Any) -> tuple[str, str] | None:
+    """(namespace, service account) the pod rule will ask the context about, so the shell
+    can make sure its cache holds them before calling `review`; None when not a pod."""
+    request = body if isinstance(body, Malformed) else parse_review(body)
+    if isinstance(request, Malformed) or request.resource != "pods" or request.object is None:
+        return None
+    spec = request.object.get("spec")
+    account = "default"
+    if isinstance(spec, dict):
+        account = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
+    return request.namespace, account

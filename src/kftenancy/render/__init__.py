@@ -1,0 +1,1 @@
+"""Pure renderers: desired Kubernetes objects as plain dicts, computed from the policy."""
