@@ -196,6 +196,10 @@ class IdentityToken(Model):
     enabled: bool = True
     header: str = "x-kftenancy-identity"
     audience: str = "kubeflow"
+    issuer: str = Field(
+        default="https://kftenancy-gateway.kftenancy.svc",
+        description="`iss` of the identity JWT (its JWKS: <gateway>/.well-known/jwks.json).",
+    )
     ttl_seconds: int = Field(default=300, ge=30, le=3600)
 
     _h = field_validator("header")(lambda v: _check_header(v))
