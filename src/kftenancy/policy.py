@@ -205,6 +205,24 @@ class IdentityToken(Model):
     _h = field_validator("header")(lambda v: _check_header(v))
 
 
+class GatewayAPIRef(Model):
+    """A Gateway API `Gateway` (Envoy Gateway) that calls the kftenancy gateway."""
+
+    name: str
+    namespace: str
+
+
+class FrontDoor(Model):
+    """Where the kftenancy gateway service runs, for the mesh/gateway configuration."""
+
+    service: str = Field(default="kftenancy-gateway", description="Its Service (in platform.namespace).")
+    port: int = Field(default=8443, ge=1, le=65535)
+    gateway_api: GatewayAPIRef | None = Field(
+        default=None,
+        description="Render Envoy Gateway's SecurityPolicy (extAuth) for this Gateway.",
+    )
+
+
 class OnboardingSource(StrEnum):
     GATEWAY = "gateway"
     OPENSHIFT_USERS = "openshiftUsers"
@@ -230,6 +248,7 @@ class Identity(Model):
     sign_in_url: str | None = Field(
         default=None, description="Where unauthenticated browsers are redirected."
     )
+    front_door: FrontDoor = Field(default_factory=FrontDoor)
     onboarding: list[OnboardingSource] = Field(
         default_factory=lambda: [OnboardingSource.GATEWAY, OnboardingSource.OPENSHIFT_USERS],
         description="What creates a Profile for a new user.",

@@ -1,0 +1,1 @@
+"""The long-running servers (aiohttp): the admission webhook and the gateway."""
