@@ -215,12 +215,13 @@ class Gateway:
             self.metrics.cache_ratio.labels(name).set_function(self._ratio(name))
 
     def _ratio(self, name: str) -> Callable[[], float]:
-        caches = {
+        caches: dict[str, TTLCache[Any, Any]] = {
             "authn": self.authn_cache,
             "authz": self.authz_cache,
             "identity_token": self.token_cache,
         }
-        return lambda: caches[name].stats.hit_ratio
+        stats = caches[name].stats
+        return lambda: stats.hit_ratio
 
     def _counted(
         self, fn: Callable[[], Awaitable[Mapping[str, Any]]], call: str
