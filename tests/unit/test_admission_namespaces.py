@@ -195,3 +195,10 @@ def test_other_label_changes_by_users_are_allowed() -> None:
         policy(), admission_review(new, operation="UPDATE", old=old, user="alice"), Phase.VALIDATE
     )
     assert out.response["response"]["allowed"] is True
+
+
+def test_seed_annotation_is_kept_byte_for_byte() -> None:
+    seed = '[{"operator":"Equal","effect":"NoSchedule","key":"workload","value":"ai-ml"}]'
+    ns = namespace("alice", TENANT, **{c.ANN_DEFAULT_TOLERATIONS: seed})
+    out = run(policy(), admission_review(ns), Phase.MUTATE)
+    assert "patch" not in out.response["response"]

@@ -22,6 +22,18 @@ from kftenancy.policy import TenancyPolicySpec
 from kftenancy.render.tolerations import default_tolerations_annotation, whitelist_annotation
 
 
+def _same(current: str | None, want: str) -> bool:
+    """Equal as toleration lists (so the seed's hand-written JSON stays byte-for-byte)."""
+    if current is None:
+        return False
+    a, b = parse_annotation(current), parse_annotation(want)
+    if a is None or b is None:
+        return current == want
+    return sorted(json.dumps(t, sort_keys=True) for t in a) == sorted(
+        json.dumps(t, sort_keys=True) for t in b
+    )
+
+
 def _name(request: AdmissionRequest) -> str:
     meta = (request.object or {}).get("metadata") or {}
     name = meta.get("name") if isinstance(meta, dict) else None
@@ -46,7 +58,7 @@ def mutate_namespace(
 
     if c.LABEL_TENANT in labels:
         want = default_tolerations_annotation(policy)
-        if current.get(c.ANN_DEFAULT_TOLERATIONS) != want:
+        if not _same(current.get(c.ANN_DEFAULT_TOLERATIONS), want):
             if c.ANN_DEFAULT_TOLERATIONS in current:
                 warnings.append(
                     f"kftenancy: restored {c.ANN_DEFAULT_TOLERATIONS} on tenant namespace {name}"
@@ -63,7 +75,7 @@ def mutate_namespace(
                 )
     else:
         want = whitelist_annotation(policy)
-        if current.get(c.ANN_TOLERATIONS_WHITELIST) != want:
+        if not _same(current.get(c.ANN_TOLERATIONS_WHITELIST), want):
             if c.ANN_TOLERATIONS_WHITELIST in current:
                 warnings.append(f"kftenancy: restored {c.ANN_TOLERATIONS_WHITELIST} on {name}")
             annotations[c.ANN_TOLERATIONS_WHITELIST] = want

@@ -10,6 +10,7 @@ import typer
 
 from kftenancy.cli import render as _render
 from kftenancy.cli import run as _run
+from kftenancy.cli import webhook as _webhook
 
 app = typer.Typer(
     name="kftenancy",
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 _render.register(app)
 _run.register(app)
+_webhook.register(_run.run_app)
 
 
 def main() -> None:
