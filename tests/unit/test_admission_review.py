@@ -137,3 +137,13 @@ def test_corrupted_fields_of_a_real_review_get_an_answer(
     review["request"][field] = value
     out = run(policy(dataLake={"enabled": True}), review, phase)
     assert isinstance(out.response["response"]["allowed"], bool)
+
+
+def test_lookups_name_what_the_rules_will_read() -> None:
+    from kftenancy.admission.dispatch import lookups
+
+    assert lookups(admission_review(pod("alice", service_account="runner"))) == ("alice", "runner")
+    sa = {"kind": "ServiceAccount", "metadata": {"name": "default-editor", "namespace": "alice"}}
+    assert lookups(admission_review(sa)) == ("alice", None)
+    assert lookups(admission_review(namespace("alice"))) is None
+    assert lookups(b"junk") is None

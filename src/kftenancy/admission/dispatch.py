@@ -83,11 +83,15 @@ def review(policy: TenancyPolicySpec, body: Any, phase: Phase, ctx: AdmissionCon
     return Outcome(respond(request.uid, decision), decision, request.kind, request.operation)
 
 
-def lookups(body: Any) -> tuple[str, str] | None:
-    """(namespace, service account) the pod rule will ask the context about, so the shell
-    can make sure its cache holds them before calling `review`; None when not a pod."""
+def lookups(body: Any) -> tuple[str, str | None] | None:
+    """(namespace, service account or None) the rules will ask the context about, so the
+    shell can make sure its caches hold them before calling `review`; None if nothing."""
     request = body if isinstance(body, Malformed) else parse_review(body)
-    if isinstance(request, Malformed) or request.resource != "pods" or request.object is None:
+    if isinstance(request, Malformed) or request.object is None or not request.namespace:
+        return None
+    if request.resource == "serviceaccounts":
+        return request.namespace, None
+    if request.resource != "pods":
         return None
     spec = request.object.get("spec")
     account = "default"

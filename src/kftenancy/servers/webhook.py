@@ -215,7 +215,7 @@ class WebhookServer:
             )
         self.policy = policy
 
-    async def _ensure_cached(self, namespace: str, account: str) -> None:
+    async def _ensure_cached(self, namespace: str, account: str | None) -> None:
         """Read through to the API for objects the watches have not delivered yet."""
         if namespace and namespace not in self.namespace_labels:
             try:
@@ -223,7 +223,7 @@ class WebhookServer:
                 self.namespace_labels[namespace] = _ns_labels(ns)
             except (ApiError, TimeoutError) as exc:
                 log.debug("namespace %s not found: %s", namespace, exc)
-        if namespace and (namespace, account) not in self.service_accounts:
+        if account is not None and (namespace, account) not in self.service_accounts:
             try:
                 sa = await asyncio.wait_for(
                     self.client.get(ServiceAccount, account, namespace=namespace), LOOKUP_TIMEOUT
