@@ -76,8 +76,23 @@ def gateway_headers(policy: TenancyPolicySpec) -> tuple[str, ...]:
     return tuple(out)
 
 
+_MEMO: dict[int, tuple[object, tuple[str, ...]]] = {}
+
+
 def client_identity_headers(policy: TenancyPolicySpec) -> tuple[str, ...]:
-    """Every header through which a client could claim an identity, in a stable order."""
+    """Every header through which a client could claim an identity, in a stable order.
+    Memoized per (immutable) identity section: this runs on every request."""
+    hit = _MEMO.get(id(policy.identity))
+    if hit is not None and hit[0] is policy.identity:
+        return hit[1]
+    names = _client_identity_headers(policy)
+    if len(_MEMO) > 64:
+        _MEMO.clear()
+    _MEMO[id(policy.identity)] = (policy.identity, names)
+    return names
+
+
+def _client_identity_headers(policy: TenancyPolicySpec) -> tuple[str, ...]:
     ident = policy.identity
     tp = ident.trusted_proxy
     names = [
