@@ -54,3 +54,29 @@ ANN_SKIP_CONTAINERS: Final = "eks.amazonaws.com/skip-containers"
 WEB_IDENTITY_TOKEN_DIR: Final = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
 WEB_IDENTITY_TOKEN_PATH: Final = "token"
 WEB_IDENTITY_VOLUME: Final = "aws-iam-token"
+
+# Upstream Kubeflow object names (per tenant) and the ClusterRoles they bind.
+SA_EDITOR: Final = "default-editor"
+SA_VIEWER: Final = "default-viewer"
+CLUSTERROLE_ADMIN: Final = "kubeflow-admin"
+CLUSTERROLE_EDIT: Final = "kubeflow-edit"
+CLUSTERROLE_VIEW: Final = "kubeflow-view"
+ROLEBINDING_ADMIN: Final = "namespaceAdmin"
+AUTHZ_OWNER: Final = "ns-owner-access-istio"
+QUOTA_NAME: Final = "kf-resource-quota"
+LIMITRANGE_NAME: Final = "default-resources"
+ANN_BINDING_USER: Final = "user"  # on namespaceAdmin and contributor bindings/policies
+ANN_BINDING_ROLE: Final = "role"
+KUBEFLOW_NAMESPACE_LABELS: Final = {
+    "app.kubernetes.io/part-of": "kubeflow-profile",
+    "katib.kubeflow.org/metrics-collector-injection": "enabled",
+    "serving.kubeflow.org/inferenceservice": "enabled",
+    "pipelines.kubeflow.org/enabled": "true",
+}
+SCC_NONROOT_CLUSTERROLE: Final = "system:openshift:scc:nonroot"
+
+# kftenancy components (ServiceAccount, ClusterRole and ClusterRoleBinding names).
+COMPONENT_CONTROLLER: Final = "kftenancy-controller"
+COMPONENT_WEBHOOK: Final = "kftenancy-webhook"
+COMPONENT_GATEWAY: Final = "kftenancy-gateway"
+PRIORITY_CLASS_PLACEHOLDER: Final = "kftenancy-gpu-placeholder"

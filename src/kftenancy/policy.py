@@ -93,9 +93,26 @@ class Platform(Model):
         ),
     )
 
+    kubeflow_installed: bool = Field(
+        default=True,
+        description=(
+            "True when Kubeflow itself is installed (it ships the Profile CRD and the "
+            "kubeflow-admin/edit/view ClusterRoles). False makes kftenancy render those too."
+        ),
+    )
+
     _ns = field_validator("namespace", "kubeflow_namespace")(
         lambda v: _check_dns_label(v, "namespace")
     )
+
+    @model_validator(mode="after")
+    def _controller_needs_kubeflow(self) -> Platform:
+        if self.kubeflow_profile_controller and not self.kubeflow_installed:
+            raise ValueError(
+                "kubeflowProfileController: true needs kubeflowInstalled: true "
+                "(upstream's profile-controller is part of Kubeflow)"
+            )
+        return self
 
 
 # ---------------------------------------------------------------------------- identity

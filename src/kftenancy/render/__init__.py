@@ -1,1 +1,19 @@
-"""Pure renderers: desired Kubernetes objects as plain dicts, computed from the policy."""
+"""The renderer: desired objects as plain dicts, from the policy (and a Profile).
+
+One source of truth for the controller, `kftenancy render`/`plan`, the chart and tests.
+"""
+
+from kftenancy.render.iam import iam_documents
+from kftenancy.render.platform import platform_objects
+from kftenancy.render.profile import profile_for_user
+from kftenancy.render.tenant import tenant_objects
+from kftenancy.render.tolerations import default_tolerations_annotation, whitelist_annotation
+
+__all__ = [
+    "default_tolerations_annotation",
+    "iam_documents",
+    "platform_objects",
+    "profile_for_user",
+    "tenant_objects",
+    "whitelist_annotation",
+]

@@ -1,9 +1,11 @@
-"""The PodTolerationRestriction namespace annotations, rendered from the policy.
+"""The PodTolerationRestriction annotations, shared by the renderer and the webhook.
 
-Tenant namespaces get `defaultTolerations` (the GPU taint's toleration, so their pods
-land on GPU nodes without asking); every other non-exempt namespace gets a
-`tolerationsWhitelist` that lists the cluster's automatic tolerations and never the GPU
-taint (an empty whitelist would mean "no restriction", kubernetes issue 64616).
+Tenant namespaces get `defaultTolerations` (their pods tolerate the GPU taint without
+asking). Every other, non-exempt namespace gets a `tolerationsWhitelist` that lists the
+cluster's automatic tolerations (not-ready, unreachable, memory-pressure) and never the
+GPU taint: a present-but-empty whitelist would mean "no restriction" (kubernetes#64616).
+Both values are compact JSON with a stable key order, so that re-rendering produces the
+same string and a server-side apply finds nothing to change.
 """
 
 from __future__ import annotations
@@ -14,15 +16,22 @@ from typing import Any
 from kftenancy.policy import TenancyPolicySpec
 
 
-def _compact(value: list[dict[str, Any]]) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+def _dump(tolerations: list[dict[str, Any]]) -> str:
+    return json.dumps(tolerations, separators=(",", ":"), sort_keys=True)
+
+
+def default_tolerations(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
+    """The tolerations a tenant's pods get by default (the GPU taint), [] if GPU is off."""
+    if not policy.gpu.enabled:
+        return []
+    return [policy.gpu.taint.toleration().manifest()]
 
 
 def default_tolerations_annotation(policy: TenancyPolicySpec) -> str:
-    """Value of `scheduler.alpha.kubernetes.io/defaultTolerations` on tenant namespaces."""
-    return _compact([policy.gpu.taint.toleration().manifest()])
+    """Value of scheduler.alpha.kubernetes.io/defaultTolerations for tenant namespaces."""
+    return _dump(default_tolerations(policy))
 
 
 def whitelist_annotation(policy: TenancyPolicySpec) -> str:
-    """Value of `scheduler.alpha.kubernetes.io/tolerationsWhitelist` on other namespaces."""
-    return _compact([t.manifest() for t in policy.gpu.allowed_tolerations])
+    """Value of scheduler.alpha.kubernetes.io/tolerationsWhitelist for other namespaces."""
+    return _dump([t.manifest() for t in policy.gpu.allowed_tolerations])
