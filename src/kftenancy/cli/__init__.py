@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from kftenancy.cli import lab as _lab
 from kftenancy.cli import render as _render
 from kftenancy.cli import run as _run
 from kftenancy.cli import webhook as _webhook
@@ -22,6 +23,7 @@ app = typer.Typer(
 _render.register(app)
 _run.register(app)
 _webhook.register(_run.run_app)
+_lab.register(app)
 
 
 def main() -> None:
