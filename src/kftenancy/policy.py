@@ -232,7 +232,9 @@ class GatewayAPIRef(Model):
 class FrontDoor(Model):
     """Where the kftenancy gateway service runs, for the mesh/gateway configuration."""
 
-    service: str = Field(default="kftenancy-gateway", description="Its Service (in platform.namespace).")
+    service: str = Field(
+        default="kftenancy-gateway", description="Its Service (in platform.namespace)."
+    )
     port: int = Field(default=8443, ge=1, le=65535)
     gateway_api: GatewayAPIRef | None = Field(
         default=None,

@@ -17,7 +17,11 @@ def by_kind(objs: list[dict]) -> dict[str, list[dict]]:
 
 
 def test_upstream_headers_cover_everything_an_allowed_check_sets() -> None:
-    for identity in ({}, {"userHeader": "x-user", "identityToken": {"header": "x-id"}}, {"identityToken": {"enabled": False}}):
+    for identity in (
+        {},
+        {"userHeader": "x-user", "identityToken": {"header": "x-id"}},
+        {"identityToken": {"enabled": False}},
+    ):
         p = load_policy({"identity": identity})
         d = decide(p, Identity("a"), AuthzResult(True), Request("GET", "/", {}), "tok")
         allowed = ext_authz_provider(p)["envoyExtAuthzHttp"]["headersToUpstreamOnAllow"]
@@ -42,13 +46,19 @@ def test_ossm_renders_smcp_custom_deny_and_destination_rule() -> None:
     assert smcp["spec"]["meshConfig"]["extensionProviders"][0]["name"] == "kftenancy-gateway"
     aps = {o["metadata"]["name"]: o for o in objs["AuthorizationPolicy"]}
     custom = aps["kftenancy-ext-authz"]
-    assert custom["spec"]["action"] == "CUSTOM" and custom["spec"]["provider"] == {"name": "kftenancy-gateway"}
+    assert custom["spec"]["action"] == "CUSTOM" and custom["spec"]["provider"] == {
+        "name": "kftenancy-gateway"
+    }
     assert custom["spec"]["selector"]["matchLabels"] == {"istio": "ingressgateway"}
     assert custom["spec"]["rules"] == [{}]  # every request, every port
     deny = aps["kftenancy-deny-forged-identity"]
     assert deny["spec"]["action"] == "DENY"
     headers = {r["when"][0]["key"] for r in deny["spec"]["rules"]}
-    assert headers == {"request.headers[kubeflow-userid]", "request.headers[kubeflow-groups]", "request.headers[x-kftenancy-identity]"}
+    assert headers == {
+        "request.headers[kubeflow-userid]",
+        "request.headers[kubeflow-groups]",
+        "request.headers[x-kftenancy-identity]",
+    }
     senders = deny["spec"]["rules"][0]["from"][0]["source"]["notPrincipals"]
     assert "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account" in senders
     assert "cluster.local/ns/kubeflow/sa/*" in senders
@@ -65,18 +75,34 @@ def test_upstream_istio_has_no_smcp() -> None:
 
 
 def test_gateway_api_without_mesh() -> None:
-    p = load_policy({"mesh": {"flavor": "none"}, "identity": {"frontDoor": {"gatewayApi": {"name": "kubeflow", "namespace": "gw"}}}})
+    p = load_policy(
+        {
+            "mesh": {"flavor": "none"},
+            "identity": {"frontDoor": {"gatewayApi": {"name": "kubeflow", "namespace": "gw"}}},
+        }
+    )
     objs = by_kind(gateway_objects(p))
     assert set(objs) == {"SecurityPolicy", "BackendTLSPolicy", "ReferenceGrant"}
     sp = objs["SecurityPolicy"][0]
     assert sp["metadata"]["namespace"] == "gw"
-    assert sp["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "kubeflow"}]
+    assert sp["spec"]["targetRefs"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "kubeflow"}
+    ]
     http = sp["spec"]["extAuth"]["http"]
-    assert http["path"] == "/check" and http["backendRefs"] == [{"name": "kftenancy-gateway", "namespace": "kftenancy", "port": 8443}]
-    assert http["headersToBackend"] == ["kubeflow-userid", "kubeflow-groups", "x-kftenancy-identity"]
+    assert http["path"] == "/check" and http["backendRefs"] == [
+        {"name": "kftenancy-gateway", "namespace": "kftenancy", "port": 8443}
+    ]
+    assert http["headersToBackend"] == [
+        "kubeflow-userid",
+        "kubeflow-groups",
+        "x-kftenancy-identity",
+    ]
     assert sp["spec"]["extAuth"]["failOpen"] is False
     grant = objs["ReferenceGrant"][0]
-    assert grant["metadata"]["namespace"] == "kftenancy" and grant["spec"]["from"][0]["namespace"] == "gw"
+    assert (
+        grant["metadata"]["namespace"] == "kftenancy"
+        and grant["spec"]["from"][0]["namespace"] == "gw"
+    )
 
 
 def test_no_mesh_no_gateway_api_renders_nothing() -> None:

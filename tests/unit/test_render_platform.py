@@ -128,6 +128,7 @@ def test_component_roles_follow_policy_switches() -> None:
     assert not _grants(controller, "maistra.io", "servicemeshmembers", "create")
     assert not _grants(controller, "user.openshift.io", "users", "watch")
     assert _grants(controller, "security.istio.io", "authorizationpolicies", "patch")
+    assert _grants(controller, "security.istio.io", "requestauthentications", "patch")
     no_mesh = _role(
         platform_objects(load_policy({"mesh": {"flavor": "none"}})), c.COMPONENT_CONTROLLER
     )

@@ -28,6 +28,7 @@ SWITCHES: dict[str, dict[str, Any]] = {
     "data-lake": {"dataLake": {"enabled": True}},
     "no-serverless": {"serverless": {"enabled": False}},
     "no-gpu": {"gpu": {"enabled": False}},
+    "no-identity-token": {"identity": {"identityToken": {"enabled": False}}},
     "profile-controller": {"platform": {"kubeflowProfileController": True}},
     "prefix": {"naming": {"prefix": "kf-"}, "identity": {"userPrefix": "accounts.google.com:"}},
 }
@@ -122,6 +123,7 @@ def test_seed_tenant_has_the_full_upstream_compatible_set() -> None:
         ("AuthorizationPolicy", "user-bob-example-com-77bql6emqlfw-clusterrole-edit"),
         ("AuthorizationPolicy", "group-ml-team-clusterrole-view"),
         ("AuthorizationPolicy", "allow-from-serving-system-namespace"),
+        ("RequestAuthentication", "kftenancy-identity"),
         ("NetworkPolicy", "allow-same-namespace"),
         ("NetworkPolicy", "allow-from-ingress-gateway"),
         ("NetworkPolicy", "allow-from-kubeflow-namespace"),
@@ -210,9 +212,11 @@ def test_contributors_include_users_and_groups() -> None:
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "ml-team"}
     ]
     ap = _one(objs, "AuthorizationPolicy", "group-ml-team-clusterrole-view")
-    when = ap["spec"]["rules"][0]["when"][0]
-    assert when["key"] == "request.headers[kubeflow-groups]"
-    assert "ml-team" in when["values"]
+    [rule] = ap["spec"]["rules"]
+    assert rule["when"] == [{"key": "request.auth.claims[groups]", "values": ["ml-team"]}]
+    assert rule["from"][0]["source"]["requestPrincipals"] == [
+        "https://kftenancy-gateway.kftenancy.svc/*"
+    ]
     user_ap = _one(
         objs, "AuthorizationPolicy", "user-bob-example-com-77bql6emqlfw-clusterrole-edit"
     )
@@ -407,3 +411,29 @@ def test_onboarding_profile_renders_a_workspace_for_each_example_user() -> None:
             validate_manifest(obj)
         namespaces.add(_one(objs, "Namespace", profile.name)["metadata"]["name"])
     assert len(namespaces) == 3
+
+
+def test_groups_are_matched_by_verified_token_claims() -> None:
+    objs = tenant_objects(SEED, PROFILE)
+    ra = _one(objs, "RequestAuthentication", "kftenancy-identity")
+    assert ra["spec"]["jwtRules"] == [
+        {
+            "issuer": "https://kftenancy-gateway.kftenancy.svc",
+            "audiences": ["kubeflow"],
+            "jwksUri": "https://kftenancy-gateway.kftenancy.svc/.well-known/jwks.json",
+            "fromHeaders": [{"name": "x-kftenancy-identity"}],
+            "forwardOriginalToken": True,
+        }
+    ]
+    users_only = _profile(contributors=[CONTRIBUTORS[0]])
+    assert not _by(tenant_objects(SEED, users_only), "RequestAuthentication")
+
+
+def test_without_identity_token_groups_fall_back_to_the_groups_header() -> None:
+    policy = load_policy({"identity": {"identityToken": {"enabled": False}}})
+    objs = tenant_objects(policy, PROFILE)
+    assert not _by(objs, "RequestAuthentication")
+    ap = _one(objs, "AuthorizationPolicy", "group-ml-team-clusterrole-view")
+    assert ap["spec"]["rules"][0]["when"] == [
+        {"key": "request.headers[kubeflow-groups]", "values": ["ml-team", "ml-team,*", "*,ml-team"]}
+    ]

@@ -77,7 +77,9 @@ def controller_rules(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
         _rule("kopf.dev", ["clusterkopfpeerings"], ["get", "list", "watch", "patch"]),
     ]
     if policy.mesh.flavor != MeshFlavor.NONE:
-        rules.append(_rule("security.istio.io", ["authorizationpolicies"], _MANAGE))
+        rules.append(
+            _rule("security.istio.io", ["authorizationpolicies", "requestauthentications"], _MANAGE)
+        )
     if policy.mesh.flavor == MeshFlavor.OSSM:
         rules.append(_rule("maistra.io", ["servicemeshmembers"], _MANAGE))
     if (

@@ -34,6 +34,7 @@ NP_INGRESS_GATEWAY = "allow-from-ingress-gateway"
 NP_KUBEFLOW = "allow-from-kubeflow-namespace"
 NP_SERVERLESS = "allow-from-serving-system-namespace"
 AUTHZ_SERVERLESS = "allow-from-serving-system-namespace"
+REQUEST_AUTHN = "kftenancy-identity"
 _ROLE_CLUSTERROLE = {"edit": c.CLUSTERROLE_EDIT, "view": c.CLUSTERROLE_VIEW}
 
 
@@ -161,58 +162,84 @@ def _probe_rule(policy: TenancyPolicySpec) -> dict[str, Any]:
     return {"to": [{"operation": {"paths": list(policy.serverless.probe_paths)}}]}
 
 
+def _gateway_rule(policy: TenancyPolicySpec, kind: str, name: str) -> dict[str, Any]:
+    """A rule admitting requests for one user or group, only from the ingress gateway.
+
+    Users: the user header must equal prefix + user id (upstream Kubeflow's rule).
+    Groups: with the gateway's identity token on, the verified token's `groups` claim
+    must contain the group (Istio matches list claims element-wise; the tenant then
+    gets the `kftenancy-identity` RequestAuthentication). Without it, the comma-joined
+    groups header is matched as a whole or by `*` prefix/suffix, so the group must be the
+    only, first or last entry; a group in the middle of a longer list is not matched
+    (fails closed; Kubernetes API access still comes from the group's RoleBinding).
+    """
+    ident = policy.identity
+    source: dict[str, Any] = {"principals": [_gateway_principal(policy)]}
+    if kind == "User":
+        when = {"key": _header_key(ident.user_header), "values": [ident.user_prefix + name]}
+    elif ident.identity_token.enabled:
+        source["requestPrincipals"] = [f"{ident.identity_token.issuer}/*"]
+        when = {"key": "request.auth.claims[groups]", "values": [name]}
+    else:
+        when = {
+            "key": _header_key(ident.groups_header),
+            "values": [name, f"{name},*", f"*,{name}"],
+        }
+    return {"from": [{"source": source}], "when": [when]}
+
+
 def owner_authorization_policy(policy: TenancyPolicySpec, profile: Profile) -> dict[str, Any]:
     """`ns-owner-access-istio`: the owner via the gateway, the namespace itself, probes."""
-    ident = policy.identity
     owner = profile.owner
-    header = ident.user_header if owner.kind == "User" else ident.groups_header
-    from_gateway: dict[str, Any] = {
-        "from": [{"source": {"principals": [_gateway_principal(policy)]}}],
-        "when": [
-            {"key": _header_key(header), "values": _identity_values(policy, owner.kind, owner.name)}
-        ],
-    }
     same_namespace = {"from": [{"source": {"namespaces": [profile.name]}}]}
     return authorization_policy(
-        profile, c.AUTHZ_OWNER, [from_gateway, same_namespace, _probe_rule(policy)]
+        profile,
+        c.AUTHZ_OWNER,
+        [_gateway_rule(policy, owner.kind, owner.name), same_namespace, _probe_rule(policy)],
     )
-
-
-def _identity_values(policy: TenancyPolicySpec, kind: str, name: str) -> list[str]:
-    """Header values that identify a user or a member of a group.
-
-    The gateway sets the user header to prefix + user id and the groups header to the
-    groups joined with ",". Istio matches a header as a whole (or by a `*` prefix/suffix),
-    so a group matches when it is the only, first or last entry; a group in the middle
-    of a longer list is not matched here (fails closed; access then comes from the
-    group's RoleBinding through the Kubernetes API, not through the mesh).
-    """
-    if kind == "User":
-        return [policy.identity.user_prefix + name]
-    return [name, f"{name},*", f"*,{name}"]
 
 
 def contributor_authorization_policy(
     policy: TenancyPolicySpec, profile: Profile, contributor: Contributor
 ) -> dict[str, Any]:
     """One ALLOW policy per contributor (KFAM's shape), only through the gateway."""
-    ident = policy.identity
-    header = ident.user_header if contributor.kind == "User" else ident.groups_header
-    rule = {
-        "from": [{"source": {"principals": [_gateway_principal(policy)]}}],
-        "when": [
-            {
-                "key": _header_key(header),
-                "values": _identity_values(policy, contributor.kind, contributor.name),
-            }
-        ],
-    }
     return authorization_policy(
         profile,
         contributor_object_name(contributor),
-        [rule],
+        [_gateway_rule(policy, contributor.kind, contributor.name)],
         _contributor_annotations(contributor),
     )
+
+
+def needs_identity_token(policy: TenancyPolicySpec, profile: Profile) -> bool:
+    """True when a group is matched through the identity token's claims."""
+    kinds = [profile.owner.kind, *(k.kind for k in profile.contributors)]
+    return policy.identity.identity_token.enabled and "Group" in kinds
+
+
+def identity_request_authentication(policy: TenancyPolicySpec, profile: Profile) -> dict[str, Any]:
+    """`kftenancy-identity`: Istio verifies the gateway-signed identity JWT in this tenant.
+
+    Only rendered where a group is matched by claim: a RequestAuthentication rejects
+    requests whose token is invalid, so it is kept to tenants that need it.
+    """
+    token = policy.identity.identity_token
+    return {
+        "apiVersion": ISTIO_API,
+        "kind": "RequestAuthentication",
+        "metadata": metadata(REQUEST_AUTHN, tenant_labels(profile.name), profile.name),
+        "spec": {
+            "jwtRules": [
+                {
+                    "issuer": token.issuer,
+                    "audiences": [token.audience],
+                    "jwksUri": f"{token.issuer.rstrip('/')}/.well-known/jwks.json",
+                    "fromHeaders": [{"name": token.header}],
+                    "forwardOriginalToken": True,
+                }
+            ]
+        },
+    }
 
 
 def serverless_authorization_policy(policy: TenancyPolicySpec, profile: Profile) -> dict[str, Any]:
@@ -370,6 +397,8 @@ def tenant_objects(policy: TenancyPolicySpec, profile: Profile) -> list[dict[str
         if not upstream_owns:
             out.append(owner_authorization_policy(policy, profile))
         out += [contributor_authorization_policy(policy, profile, k) for k in profile.contributors]
+        if needs_identity_token(policy, profile):
+            out.append(identity_request_authentication(policy, profile))
         if policy.serverless.enabled:
             out.append(serverless_authorization_policy(policy, profile))
     out += network_policies(policy, profile)
