@@ -14,7 +14,9 @@ into the description (the model, not the API server, applies defaults).
 
 from __future__ import annotations
 
+import copy
 import json
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -96,6 +98,12 @@ def _convert_typed(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]
 
 def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The OpenAPI v3 structural schema of a pydantic model (camelCase field names)."""
+    return copy.deepcopy(_structural_schema(model))
+
+
+@cache
+def _structural_schema(model: type[BaseModel]) -> dict[str, Any]:
+    # Generating a schema takes milliseconds; models are fixed at import time.
     schema = model.model_json_schema(by_alias=True, mode="validation")
     return _convert(schema, schema.get("$defs", {}))
 

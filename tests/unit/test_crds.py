@@ -128,3 +128,9 @@ def test_crd_schema_rejects_what_the_model_rejects() -> None:
            "metadata": {"name": "default"}, "spec": {"mesh": {"flavor": "linkerd"}}}  # fmt: skip
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+def test_policy_reference_documents_every_section() -> None:
+    doc = (ROOT / "docs" / "policy.md").read_text()
+    for name, field in TenancyPolicySpec.model_fields.items():
+        assert f"### `{field.alias or name}`" in doc, f"docs/policy.md lacks section {name}"

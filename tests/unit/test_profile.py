@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kftenancy import constants as c
 from kftenancy.profile import ProfileError, parse_profile
@@ -75,3 +77,40 @@ def test_invalid_profiles_name_the_field(doc: Any, expected: str) -> None:
     with pytest.raises(ProfileError) as info:
         parse_profile(doc)
     assert expected in str(info.value)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_owner = st.fixed_dictionaries(
+    {"kind": st.sampled_from(["User", "Group", "Robot", 3]), "name": _json | st.text()}
+)
+
+
+@settings(max_examples=300)
+@given(
+    spec=st.dictionaries(
+        st.sampled_from(["owner", "contributors", "resourceQuotaSpec", "plugins", "x"]),
+        _json | _owner,
+        max_size=4,
+    ),
+    annotations=st.none() | st.dictionaries(st.just(c.ANN_CONTRIBUTORS), st.text(max_size=40)),
+    name=st.text(max_size=70),
+)
+def test_any_input_parses_or_fails_with_a_profile_error(
+    spec: dict[str, Any], annotations: dict[str, str] | None, name: str
+) -> None:
+    doc = {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": {"name": name}}
+    if annotations is not None:
+        doc["metadata"]["annotations"] = annotations  # type: ignore[index]
+    doc["spec"] = spec
+    try:
+        profile = parse_profile(doc)
+    except ProfileError as err:
+        assert str(err)
+    else:
+        assert profile.name == name and profile.owner.kind in ("User", "Group")
