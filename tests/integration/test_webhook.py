@@ -53,7 +53,9 @@ from kftenancy.lab.errors import ControlPlaneError
 from kftenancy.render.webhooks import WebhookEndpoint, webhook_configurations
 from kftenancy.servers.webhook import WebhookServer, WebhookSettings
 
-CONTROLLER = "system:serviceaccount:kftenancy:kftenancy"
+# The default controller identity (`render.webhooks.default_controller_user`): the
+# webhook and its configuration are used without overriding it.
+CONTROLLER = "system:serviceaccount:kftenancy:kftenancy-controller"
 MALLORY = "mallory"
 AUDIENCE = "sts.kftenancy.test"
 SEED_DEFAULT = '[{"operator":"Equal","effect":"NoSchedule","key":"workload","value":"ai-ml"}]'
@@ -159,9 +161,7 @@ async def _register(
     suffix = _uid()
     names = (f"kftenancy-it-{suffix}", f"kftenancy-it-{suffix}")
     endpoint = WebhookEndpoint(url=f"https://127.0.0.1:{server.port}", ca_bundle=ca_pem)
-    for obj, name in zip(
-        webhook_configurations(server.policy, endpoint, [CONTROLLER]), names, strict=True
-    ):
+    for obj, name in zip(webhook_configurations(server.policy, endpoint), names, strict=True):
         obj["metadata"]["name"] = name
         await admin.create(codecs.from_dict(obj))
     # The API server's webhook informer takes a moment: wait until a dry-run namespace
@@ -244,7 +244,6 @@ async def webhook(
         key_file=serving.key_file,
         host="127.0.0.1",
         port=0,
-        controller_users=(CONTROLLER,),
         policy_name=policy_name,
     )
     reg = await _register(cluster, admin, settings, serving.ca_pem)
@@ -298,7 +297,6 @@ async def ptr_off(ptr_off_cluster: LocalCluster) -> AsyncIterator[tuple[Register
         key_file=cert.key_file,
         host="127.0.0.1",
         port=0,
-        controller_users=(CONTROLLER,),
         policy_file=policy_file,
     )
     reg = await _register(ptr_off_cluster, admin, settings, cert.ca_pem)

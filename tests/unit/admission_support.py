@@ -12,7 +12,7 @@ from kftenancy import constants as c
 from kftenancy.admission import AdmissionContext, Outcome, Phase, review
 from kftenancy.policy import TenancyPolicySpec, load_policy
 
-CONTROLLER = "system:serviceaccount:kftenancy:kftenancy"
+CONTROLLER = "system:serviceaccount:kftenancy:kftenancy-controller"
 TENANT_NS = "alice"
 OTHER_NS = "team-tools"
 

@@ -78,3 +78,20 @@ def test_untouched_outside_scope() -> None:
             "uid": out.response["response"]["uid"],
             "allowed": True,
         }, sa
+
+
+def test_annotations_match_what_the_controller_renders() -> None:
+    from kftenancy.profile import parse_profile
+    from kftenancy.render.tenant import web_identity_annotations as rendered
+
+    pol = lake_policy(roleArnTemplate="arn:aws:iam::1:role/{profile}-{namespace}")
+    profile = parse_profile(
+        {
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "Profile",
+            "metadata": {"name": TENANT_NS},
+            "spec": {"owner": {"kind": "User", "name": "alice"}},
+        }
+    )
+    out = mutated(pol, service_account(TENANT_NS))
+    assert out["metadata"]["annotations"] == rendered(pol, profile)

@@ -132,3 +132,21 @@ def test_glob_regex_matches_exactly_what_fnmatch_matches(pattern: str, name: str
     regex = "^(" + glob_to_re2(pattern) + ")$"
     assert "\\" not in regex
     assert bool(re.match(regex, name)) == fnmatch.fnmatchcase(name, pattern)
+
+
+def test_platform_objects_carry_the_webhook_configurations() -> None:
+    from kftenancy.render.platform import platform_objects
+
+    objs = platform_objects(load_policy(None))
+    kinds = {o["kind"]: o for o in objs}
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        obj = kinds[kind]
+        assert obj["metadata"]["annotations"] == {
+            "cert-manager.io/inject-ca-from": "kftenancy/kftenancy-webhook"
+        }
+        service = obj["webhooks"][0]["clientConfig"]["service"]
+        assert (service["name"], service["namespace"]) == ("kftenancy-webhook", "kftenancy")
+    validating = {h["name"]: h for h in kinds["ValidatingWebhookConfiguration"]["webhooks"]}
+    conditions = validating["namespaces.validate.kftenancy.dev"]["matchConditions"]
+    users = {m["name"]: m["expression"] for m in conditions}["not-kftenancy"]
+    assert "'system:serviceaccount:kftenancy:kftenancy-controller'" in users

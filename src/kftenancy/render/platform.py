@@ -17,6 +17,7 @@ from kftenancy import constants as c
 from kftenancy.crds import policy_crd, profile_crd
 from kftenancy.policy import Flavor, MeshFlavor, OnboardingSource, TenancyPolicySpec
 from kftenancy.render.meta import metadata, platform_labels
+from kftenancy.render.webhooks import platform_webhooks
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 RBAC_API = f"{RBAC_GROUP}/v1"
@@ -99,6 +100,8 @@ def webhook_rules(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
     return [
         _rule(c.API_GROUP, [c.POLICY_PLURAL], _READ),
         _rule("", ["namespaces"], _READ),
+        # Pods get the web identity of their ServiceAccount's role annotation.
+        _rule("", ["serviceaccounts"], _READ),
     ]
 
 
@@ -222,4 +225,5 @@ def platform_objects(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
         *component_identities(policy),
         *kubeflow_roles(policy),
         *priority_classes(policy),
+        *platform_webhooks(policy),
     ]

@@ -46,8 +46,8 @@ _NO_LABEL = "<none>"  # never a valid label value, so it cannot collide with one
 
 
 def default_controller_user(policy: TenancyPolicySpec) -> str:
-    """kftenancy's own identity: the `kftenancy` ServiceAccount in the platform namespace."""
-    return f"system:serviceaccount:{policy.platform.namespace}:kftenancy"
+    """kftenancy's own identity: the controller's ServiceAccount in the platform namespace."""
+    return f"system:serviceaccount:{policy.platform.namespace}:{c.COMPONENT_CONTROLLER}"
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class WebhookEndpoint:
     """
 
     url: str | None = None
-    service_name: str = "kftenancy-webhook"
+    service_name: str = c.COMPONENT_WEBHOOK
     service_namespace: str | None = None  # default: the policy's platform namespace
     service_port: int = 443
     ca_bundle: bytes | None = None
@@ -330,3 +330,13 @@ def webhook_configurations(
         },
     ]
     return out
+
+
+def platform_webhooks(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
+    """The configurations as installed in-cluster (part of `platform_objects`): the
+    `kftenancy-webhook` Service in the platform namespace, its CA injected by
+    cert-manager from the Certificate of the same name."""
+    endpoint = WebhookEndpoint(
+        inject_ca_from=f"{policy.platform.namespace}/{c.COMPONENT_WEBHOOK}",
+    )
+    return webhook_configurations(policy, endpoint)
