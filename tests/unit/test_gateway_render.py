@@ -107,3 +107,28 @@ def test_gateway_api_without_mesh() -> None:
 
 def test_no_mesh_no_gateway_api_renders_nothing() -> None:
     assert gateway_objects(load_policy({"mesh": {"flavor": "none"}})) == []
+
+
+def test_platform_objects_carry_the_mesh_policies_only_with_a_mesh() -> None:
+    from kftenancy.render.platform import platform_objects
+
+    def names(p: object) -> set[str]:
+        return {
+            o["metadata"]["name"] for o in platform_objects(p) if o["kind"] == "AuthorizationPolicy"
+        }  # type: ignore[arg-type]
+
+    assert names(load_policy({})) == {"kftenancy-ext-authz", "kftenancy-deny-forged-identity"}
+    assert names(load_policy({"mesh": {"flavor": "none"}})) == set()
+    gateway_role = next(
+        o
+        for o in platform_objects(load_policy({}))
+        if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "kftenancy-gateway"
+    )
+    verbs = {
+        (g, r, v)
+        for rule in gateway_role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in verbs

@@ -19,6 +19,10 @@
   (extAuth over HTTP, same check path and headers), a `BackendTLSPolicy` for TLS to the
   check service, and a `ReferenceGrant` letting the policy reference our Service.
 
+The controller applies only `mesh_policies` (our own AuthorizationPolicies, through
+`platform_objects`); `gateway_objects` adds what belongs to the installer (the mesh
+config entry, the DestinationRule, the Envoy Gateway objects).
+
 `headersToUpstreamOnAllow` lists exactly the headers the gateway sets on every allowed
 check (see `kftenancy.gateway.decision.gateway_headers`): Envoy overwrites same-named
 client headers with them. Client identity headers not in that list are dropped through
@@ -29,9 +33,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kftenancy import constants as c
 from kftenancy.gateway.decision import gateway_headers
 from kftenancy.policy import MeshFlavor, TenancyPolicySpec
+from kftenancy.render.meta import platform_labels
 
 PROVIDER_NAME = "kftenancy-gateway"
 CHECK_PATH_PREFIX = "/check"
@@ -39,11 +43,7 @@ DENY_HEADERS = ("www-authenticate", "location", "content-type", "retry-after")
 
 
 def _labels(component: str) -> dict[str, str]:
-    return {
-        c.LABEL_MANAGED_BY: c.MANAGED_BY,
-        c.LABEL_COMPONENT: component,
-        c.LABEL_PART_OF: "kftenancy",
-    }
+    return platform_labels(component)
 
 
 def service_host(policy: TenancyPolicySpec) -> str:
@@ -229,8 +229,21 @@ def gateway_api_objects(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
     return [security_policy, backend_tls, grant]
 
 
+def mesh_policies(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
+    """The two AuthorizationPolicies (CUSTOM on the ingress gateway, DENY forged identity
+    headers): kftenancy's own objects, part of `platform_objects`. The extension provider
+    they name must be in the mesh config first (`ext_authz_provider`): a CUSTOM policy
+    whose provider is unknown makes Istio refuse every request — closed, not open."""
+    if policy.mesh.flavor == MeshFlavor.NONE:
+        return []
+    return [_custom_policy(policy), _deny_forged_identity(policy)]
+
+
 def gateway_objects(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
-    """The platform-level objects of the front door for this policy's mesh flavour."""
+    """Everything the front door needs in the mesh or Gateway API for this policy: the
+    partial ServiceMeshControlPlane (OSSM; merge it, it is not ours), `mesh_policies`,
+    the DestinationRule, and the Envoy Gateway objects. For installers (chart, GitOps);
+    the controller applies only `mesh_policies` (through `platform_objects`)."""
     out: list[dict[str, Any]] = []
     if policy.mesh.flavor == MeshFlavor.OSSM:
         out.append(_smcp(policy))

@@ -16,6 +16,7 @@ from typing import Any
 from kftenancy import constants as c
 from kftenancy.crds import policy_crd, profile_crd
 from kftenancy.policy import Flavor, MeshFlavor, OnboardingSource, TenancyPolicySpec
+from kftenancy.render.gateway import mesh_policies
 from kftenancy.render.meta import metadata, platform_labels
 from kftenancy.render.webhooks import platform_webhooks
 
@@ -116,6 +117,8 @@ def gateway_rules(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
         rules.append(
             _rule(c.KUBEFLOW_GROUP, [c.PROFILE_PLURAL], ["get", "list", "watch", "create"])
         )
+        # kftenancy.kube (used by ensure_profile) finds custom kinds from the CRD list
+        rules.append(_rule("apiextensions.k8s.io", ["customresourcedefinitions"], ["list"]))
     return rules
 
 
@@ -226,4 +229,5 @@ def platform_objects(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
         *kubeflow_roles(policy),
         *priority_classes(policy),
         *platform_webhooks(policy),
+        *mesh_policies(policy),
     ]
