@@ -233,3 +233,40 @@ def test_select_credential_never_raises(headers: dict[str, str]) -> None:
     assert out is None or isinstance(
         out, ProxyCredential | OIDCCredential | KubeTokenCredential | Rejected
     )
+
+
+def test_reserved_system_names_never_come_from_an_idp_or_proxy() -> None:
+    issuer = policy().identity.oidc[0]
+    assert isinstance(identity_from_claims(issuer, {"email": "system:admin"}), Rejected)
+    ident = identity_from_claims(issuer, {"email": "a@b", "groups": ["system:masters", "ml"]})
+    assert isinstance(ident, Identity) and ident.groups == ("ml",)
+    r = req(
+        {
+            "x-forwarded-user": "system:serviceaccount:kube-system:admin",
+            "x-kftenancy-proxy-secret": SECRET,
+        }
+    )
+    assert isinstance(select_credential(policy(), r, SECRET), Rejected)
+    r = req(
+        {
+            "x-forwarded-user": "alice",
+            "x-forwarded-groups": "system:masters,ml",
+            "x-kftenancy-proxy-secret": SECRET,
+        }
+    )
+    cred = select_credential(policy(), r, SECRET)
+    assert isinstance(cred, ProxyCredential) and cred.identity.groups == ("ml",)
+
+
+def test_token_review_keeps_system_groups_from_the_api_server() -> None:
+    ident = identity_from_token_review(
+        {
+            "authenticated": True,
+            "user": {
+                "username": "system:serviceaccount:a:b",
+                "groups": ["system:serviceaccounts", "system:authenticated"],
+            },
+        }
+    )
+    assert isinstance(ident, Identity)
+    assert ident.groups == ("system:serviceaccounts", "system:authenticated")

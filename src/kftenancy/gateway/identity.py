@@ -113,12 +113,20 @@ def valid_name(value: str) -> bool:
     )
 
 
-def clean_groups(values: Iterable[str]) -> tuple[str, ...]:
+def reserved(name: str) -> bool:
+    """Kubernetes reserves `system:` names (system:masters, system:serviceaccount:...).
+    Only the API server (TokenReview) may vouch for them: an IdP claim or a proxy header
+    naming them would otherwise reach a SubjectAccessReview as that identity."""
+    return name.startswith("system:")
+
+
+def clean_groups(values: Iterable[str], *, allow_reserved: bool = False) -> tuple[str, ...]:
     """Valid, de-duplicated groups in order. Groups containing ',' are dropped: the groups
-    header is comma-joined, so such a group would turn into two groups downstream."""
+    header is comma-joined, so such a group would turn into two groups downstream.
+    `system:` groups are dropped unless `allow_reserved` (TokenReview results)."""
     seen: dict[str, None] = {}
     for g in values:
-        if valid_name(g) and "," not in g:
+        if valid_name(g) and "," not in g and (allow_reserved or not reserved(g)):
             seen.setdefault(g, None)
         if len(seen) >= MAX_GROUPS:
             break
@@ -179,6 +187,8 @@ def _proxy_credential(
         return None
     if not valid_name(user):
         return Rejected("malformed-identity", f"{tp.user_header} is not a valid user name", 400)
+    if reserved(user):
+        return Rejected("reserved-name", "system: user names come only from the API server")
     groups = clean_groups(g.strip() for g in request.headers.get(tp.groups_header, "").split(","))
     return ProxyCredential(Identity(user, groups, IdentityMethod.TRUSTED_PROXY.value))
 
@@ -212,6 +222,8 @@ def identity_from_claims(issuer: OIDCIssuer, claims: Mapping[str, Any]) -> Ident
     user = claims.get(issuer.user_claim)
     if not isinstance(user, str) or not valid_name(user):
         return Rejected("missing-user-claim", f"the token has no valid {issuer.user_claim!r} claim")
+    if reserved(user):
+        return Rejected("reserved-name", "system: user names come only from the API server")
     raw = claims.get(issuer.groups_claim, [])
     if isinstance(raw, str):
         raw = [raw]
@@ -230,5 +242,9 @@ def identity_from_token_review(status: Mapping[str, Any]) -> Identity | Rejected
     if not isinstance(user, str) or not valid_name(user):
         return Rejected("token-review-denied", "the token review returned no user name")
     raw = user_info.get("groups") or []
-    groups = clean_groups(g for g in raw if isinstance(g, str)) if isinstance(raw, list) else ()
+    groups = (
+        clean_groups((g for g in raw if isinstance(g, str)), allow_reserved=True)
+        if isinstance(raw, list)
+        else ()
+    )
     return Identity(user, groups, IdentityMethod.KUBERNETES_TOKEN.value)
