@@ -405,3 +405,26 @@ async def check_gpu_scheduling(
     assert pending.status.phase == "Pending"
     assert unschedulable(pending), pending.status
     assert not pending.spec.nodeName
+
+
+async def test_bundled_crds_are_served(admin: AsyncClient) -> None:
+    from lightkube.generic_resource import (
+        async_load_in_cluster_generic_resources,
+        get_generic_resource,
+    )
+
+    from kftenancy.lab.crds import bundled_crds
+
+    await async_load_in_cluster_generic_resources(admin)
+    crds = bundled_crds()
+    assert crds, "no CRDs bundled: src/kftenancy/data/crds/thirdparty is empty"
+    for crd in crds:
+        spec = crd["spec"]
+        version = next(v["name"] for v in spec["versions"] if v.get("storage"))
+        resource = get_generic_resource(f"{spec['group']}/{version}", spec["names"]["kind"])
+        assert resource is not None, crd["metadata"]["name"]
+        if spec["scope"] == "Namespaced":
+            items = [i async for i in admin.list(resource, namespace="default")]
+        else:
+            items = [i async for i in admin.list(resource)]
+        assert isinstance(items, list)

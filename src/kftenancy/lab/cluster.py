@@ -18,6 +18,7 @@ import json
 import shutil
 import ssl
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -269,7 +270,10 @@ class LocalCluster:
 
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
         proc = ManagedProcess(name=name, argv=argv, log_file=self.logs / f"{name}.log")
-        proc.start(die_with_parent=self.die_with_parent)
+        # The kernel's parent-death signal follows the starting *thread*: from a worker
+        # thread (asyncio.to_thread) it would kill the cluster when that thread ends.
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        proc.start(die_with_parent=self.die_with_parent and on_main_thread)
         self.processes[name] = proc
         self.log_files[name] = proc.log_file
         return proc
@@ -520,6 +524,7 @@ class LocalCluster:
         """Apply CustomResourceDefinitions and wait until each is Established; returns
         their names."""
         names: list[str] = []
+        paths: list[str] = []
         for crd in crds:
             obj = codecs.from_dict(dict(crd))
             if not isinstance(obj, CustomResourceDefinition) or obj.metadata is None:
@@ -528,11 +533,20 @@ class LocalCluster:
                 )
             self.client().apply(obj, force=True)
             names.append(str(obj.metadata.name))
+            spec = crd["spec"]
+            version = next(v["name"] for v in spec["versions"] if v.get("served", True))
+            paths.append(f"/apis/{spec['group']}/{version}/{spec['names']['plural']}?limit=1")
         deadline = time.monotonic() + timeout
         for name in names:
             while not _crd_established(self.client().get(CustomResourceDefinition, name)):
                 if time.monotonic() > deadline:
                     raise ControlPlaneError(f"CRD {name} not Established within {timeout:.0f}s")
+                time.sleep(0.1)
+        # Established is not yet served: a list right after can still get 429 or 404.
+        for path in paths:
+            while not self._get_tls(f"{self.server}{path}"):
+                if time.monotonic() > deadline:
+                    raise ControlPlaneError(f"{path} not served within {timeout:.0f}s")
                 time.sleep(0.1)
         return names
 
