@@ -89,7 +89,25 @@ class Metrics:
             "kftenancy_webhook_request_duration_seconds",
             "Time from request body received to answer ready, server-side.",
             ["endpoint"],
-            buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
+            # Fine below the 5 ms budget, so p50/p99 can be read off the histogram.
+            buckets=(
+                0.00025,
+                0.0005,
+                0.00075,
+                0.001,
+                0.0015,
+                0.002,
+                0.003,
+                0.004,
+                0.005,
+                0.0075,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                1.0,
+            ),
             registry=self.registry,
         )
         self.denials = Counter(
