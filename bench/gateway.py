@@ -120,15 +120,19 @@ def server_main(
             cache_key(Identity(u, ("ml-team",))), AuthzResult(True, "bench"), now, 3600
         )
     timings: list[float] = []
+    cpu_timings: list[float] = []
     check = gw.check
 
     async def timed(request: Any) -> Any:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         d = await check(request)
+        cpu_timings.append(time.thread_time() - c0)
         timings.append(time.perf_counter() - t0)
         return d
 
     gw.check = timed  # type: ignore[method-assign]
+
+    cpu_start = [time.process_time()]
 
     async def run() -> None:
         runner = web.AppRunner(GatewayServer(gw, "ext-authz").app(), access_log=None)
@@ -142,6 +146,8 @@ def server_main(
             msg = await loop.run_in_executor(None, conn.recv)
             if msg == "reset":
                 timings.clear()
+                cpu_timings.clear()
+                cpu_start[0] = time.process_time()
                 calls = sum(
                     s.value
                     for m in gw.metrics.api_calls.collect()
@@ -156,7 +162,14 @@ def server_main(
                     for s in m.samples
                     if s.name.endswith("_total")
                 )
-                conn.send({"timings": timings, "api_calls": calls})
+                conn.send(
+                    {
+                        "timings": timings,
+                        "cpu_timings": cpu_timings,
+                        "cpu_seconds": time.process_time() - cpu_start[0],
+                        "api_calls": calls,
+                    }
+                )
                 break
         await runner.cleanup()
 
@@ -279,10 +292,19 @@ def main() -> int:
         f"  server-side check time: p50 {pct(server, 0.50):.3f} ms  p99 {pct(server, 0.99):.3f} ms  "
         f"mean {statistics.fmean(server) * 1000:.3f} ms"
     )
+    cpu = report["cpu_timings"]
+    per_core = len(lat) / report["cpu_seconds"]
+    print(f"  server-side check CPU time: p50 {pct(cpu, 0.50):.3f} ms  p99 {pct(cpu, 0.99):.3f} ms")
     print(f"  client round trip:      p50 {pct(lat, 0.50):.3f} ms  p99 {pct(lat, 0.99):.3f} ms")
-    print(f"  throughput: {rate:,.0f} checks/s")
+    print(
+        f"  throughput: {rate:,.0f} checks/s wall clock; server process used "
+        f"{report['cpu_seconds']:.2f} CPU s = {per_core:,.0f} checks per CPU-second "
+        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
     ok = errors == 0 and api_calls == 0 and pct(server, 0.99) <= 2.0 and rate >= 3000
-    print(f"  budget (p99 <= 2 ms server-side, >= 3,000 checks/s): {'met' if ok else 'NOT met'}")
+    print(
+        f"  budget (p99 <= 2 ms server-side, >= 3,000 checks/s wall clock): {'met' if ok else 'NOT met'}"
+    )
     return 0 if errors == 0 and api_calls == 0 else 1
 
 
