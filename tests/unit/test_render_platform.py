@@ -146,7 +146,7 @@ def test_placeholder_priority_class_never_preempts_and_yields_to_default_pods() 
     assert pc["metadata"]["name"] == c.PRIORITY_CLASS_PLACEHOLDER
     assert pc["value"] < 0
     assert pc["preemptionPolicy"] == "Never"
-    assert pc["globalDefault"] is False
+    assert not pc.get("globalDefault", False)
 
 
 def test_whitelist_allows_automatic_tolerations_never_the_gpu_taint() -> None:

@@ -193,8 +193,9 @@ def _aggregated_role(name: str, labels: dict[str, str], selector: str) -> dict[s
         "apiVersion": RBAC_API,
         "kind": "ClusterRole",
         "metadata": metadata(name, labels),
+        # No `rules`: kube-controller-manager fills them from the aggregation; applying
+        # `rules: []` would wipe them on every apply.
         "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {selector: "true"}}]},
-        "rules": [],
     }
 
 
@@ -213,7 +214,6 @@ def priority_classes(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
             "kind": "PriorityClass",
             "metadata": metadata(c.PRIORITY_CLASS_PLACEHOLDER, platform_labels("capacity")),
             "value": -10,
-            "globalDefault": False,
             "preemptionPolicy": "Never",
             "description": "kftenancy GPU placeholder pods: preempted by any real workload.",
         }
