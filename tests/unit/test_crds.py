@@ -134,3 +134,27 @@ def test_policy_reference_documents_every_section() -> None:
     doc = (ROOT / "docs" / "policy.md").read_text()
     for name, field in TenancyPolicySpec.model_fields.items():
         assert f"### `{field.alias or name}`" in doc, f"docs/policy.md lacks section {name}"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},
+        {"mesh": {"flavor": "istio"}, "platform": {"flavor": "kubernetes"}},
+        {"mesh": {"flavor": "none"}, "identity": {"frontDoor": {"gatewayApi": {"name": "gw", "namespace": "gw"}}}},
+    ],
+    ids=["ossm", "istio", "gateway-api"],
+)  # fmt: skip
+def test_every_kind_the_installers_render_has_a_schema_we_ship(spec: dict[str, Any]) -> None:
+    from kftenancy.render.gateway import gateway_objects
+
+    for obj in gateway_objects(load_policy(spec)):
+        validate_manifest(obj)
+
+
+@pytest.mark.parametrize("crd", thirdparty_crds(), ids=lambda c: c["metadata"]["name"])
+def test_protected_groups_carry_the_api_approval_annotation(crd: dict[str, Any]) -> None:
+    # The API server rejects CRDs in *.k8s.io / *.kubernetes.io groups without it.
+    group = crd["spec"]["group"]
+    if group.endswith((".k8s.io", ".kubernetes.io")):
+        assert crd["metadata"].get("annotations", {}).get("api-approved.kubernetes.io")
