@@ -28,10 +28,10 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask the kernel to SIGTERM it when the
+    # Runs in the child between fork and exec: ask the kernel to SIGKILL it when the
     # thread that started it dies, so a killed test run leaves no orphans behind.
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
