@@ -1,16 +1,16 @@
 """Admission webhook latency: server-side at a fixed request rate, and the end-to-end
 cost of a pod create with the webhook registered versus without it.
 
-    .venv/bin/python bench/webhook.py [--rate 200] [--seconds 10] [--pods 100]
+    .venv/bin/python bench/webhook.py [--rate 200] [--seconds 10] [--pods 50] [--rounds 3]
 
 Starts a local control plane (etcd + kube-apiserver), runs `kftenancy run webhook` as
 its own process over TLS on loopback, and:
 
 1. end to end: creates `--pods` pods one after another in a tenant namespace (the
    pod's ServiceAccount has a role ARN, so the toleration and the web identity are
-   injected) and in a non-tenant namespace, first with no webhook registered, then with
-   the rendered configurations registered (url + caBundle); prints p50/p99 of each and
-   the difference;
+   injected) and in a non-tenant namespace, without any webhook and with the rendered
+   configurations registered (url + caBundle), alternating for `--rounds` rounds;
+   prints p50/p99 of each and the difference;
 2. server side: sends AdmissionReviews (a third each: tenant pod mutation with web
    identity, non-tenant pod validation, namespace mutation) open-loop at `--rate`
    requests/s for `--seconds` over keep-alive HTTPS, and prints the server-side p50/p99
@@ -38,6 +38,10 @@ import aiohttp
 import yaml
 from lightkube import AsyncClient, codecs
 from lightkube.config.kubeconfig import KubeConfig
+from lightkube.resources.admissionregistration_v1 import (
+    MutatingWebhookConfiguration,
+    ValidatingWebhookConfiguration,
+)
 from lightkube.resources.core_v1 import Pod
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -131,6 +135,24 @@ async def create_pods(client: AsyncClient, ns: str, account: str, n: int, tag: s
         await client.create(obj)
         took.append(time.perf_counter() - began)
     return took
+
+
+async def until_called(admin: AsyncClient, registered: bool) -> None:
+    """Wait until the API server does (or no longer does) call the webhook."""
+    while True:
+        probe = await admin.create(
+            codecs.from_dict(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": f"probe-{uuid.uuid4().hex[:6]}"},
+                }
+            ),
+            dry_run=True,
+        )
+        if (c.ANN_TOLERATIONS_WHITELIST in (probe.metadata.annotations or {})) == registered:
+            return
+        await asyncio.sleep(0.2)
 
 
 def free_port() -> int:
@@ -230,6 +252,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def sequential(url: str, context: ssl.SSLContext, n: int) -> list[float]:
+    body = review("Pod", "pods", pod(TENANT, "nb", "default-editor"), TENANT)
+    took = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1, ssl=context)) as http:
+        for _ in range(n):
+            began = time.perf_counter()
+            async with http.post(url + "/mutate", data=body) as resp:
+                await resp.read()
+            took.append(time.perf_counter() - began)
+    return took
+
+
 def ms(x: float) -> str:
     return f"{x * 1000:.2f} ms"
 
@@ -258,8 +292,6 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
             )
 
     await create_pods(admin, OTHER, "default", 20, "warm")  # warm the API server up first
-    baseline_tenant = await create_pods(admin, TENANT, "default-editor", args.pods, "base")
-    baseline_other = await create_pods(admin, OTHER, "default", args.pods, "base")
 
     cert = cluster.serving_cert("kftenancy-webhook-bench")
     policy_file = cluster.workdir / "bench-policy.yaml"
@@ -302,32 +334,37 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
                     raise SystemExit(f"webhook did not become ready; see {log_path}")
                 await asyncio.sleep(0.2)
             endpoint = WebhookEndpoint(url=url, ca_bundle=cert.ca_pem)
-            for obj in webhook_configurations(load_policy(POLICY), endpoint, [ADMIN_USER]):
-                await admin.create(codecs.from_dict(obj))
-            while True:  # until the API server calls us
-                probe = await admin.create(
-                    codecs.from_dict(
-                        {
-                            "apiVersion": "v1",
-                            "kind": "Namespace",
-                            "metadata": {"name": f"probe-{uuid.uuid4().hex[:6]}"},
-                        }
-                    ),
-                    dry_run=True,
+            configs = webhook_configurations(load_policy(POLICY), endpoint, [ADMIN_USER])
+            baseline_tenant: list[float] = []
+            baseline_other: list[float] = []
+            hooked_tenant: list[float] = []
+            hooked_other: list[float] = []
+            # Alternate rounds without and with the webhook, so drift in the machine's
+            # load hits both sides alike.
+            for r in range(args.rounds):
+                baseline_tenant += await create_pods(
+                    admin, TENANT, "default-editor", args.pods, f"b{r}"
                 )
-                if c.ANN_TOLERATIONS_WHITELIST in (probe.metadata.annotations or {}):
-                    break
-                await asyncio.sleep(0.2)
-
-            hooked_tenant = await create_pods(admin, TENANT, "default-editor", args.pods, "hook")
-            hooked_other = await create_pods(admin, OTHER, "default", args.pods, "hook")
-            sample = await admin.get(Pod, "hook-0", namespace=TENANT)
+                baseline_other += await create_pods(admin, OTHER, "default", args.pods, f"b{r}")
+                for obj in configs:
+                    await admin.create(codecs.from_dict(obj))
+                await until_called(admin, True)
+                hooked_tenant += await create_pods(
+                    admin, TENANT, "default-editor", args.pods, f"h{r}"
+                )
+                hooked_other += await create_pods(admin, OTHER, "default", args.pods, f"h{r}")
+                if r < args.rounds - 1:
+                    await admin.delete(MutatingWebhookConfiguration, "kftenancy")
+                    await admin.delete(ValidatingWebhookConfiguration, "kftenancy")
+                    await until_called(admin, False)
+            sample = await admin.get(Pod, "h0-0", namespace=TENANT)
             assert any(v.name == c.WEB_IDENTITY_VOLUME for v in sample.spec.volumes or []), (
                 "not injected"
             )
 
             print(
-                f"\nend to end, {args.pods} sequential pod creates each (kube-apiserver + etcd, loopback):"
+                f"\nend to end, {args.rounds} x {args.pods} sequential pod creates per case, "
+                "alternating (kube-apiserver + etcd, loopback):"
             )
             print(f"{'':32} {'p50':>10} {'p99':>10} {'mean':>10}")
             rows = [
@@ -350,6 +387,11 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
                 )
 
             await load(url, context, args.rate, 1.0)  # warm-up: connections, caches
+            one_by_one = await sequential(url, context, 200)
+            print(
+                f"one request at a time (what one API server call sees): "
+                f"p50 {ms(quantile(one_by_one, 0.5))}, p99 {ms(quantile(one_by_one, 0.99))}"
+            )
             before = await scrape(http, url, context)
             cpu_before = cpu_seconds(proc.pid)
             print()
@@ -386,7 +428,8 @@ def main() -> None:
     )
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the load")
-    parser.add_argument("--pods", type=int, default=100, help="pod creates per case")
+    parser.add_argument("--pods", type=int, default=50, help="pod creates per case and round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     args = parser.parse_args()
     core_cost()
     ensure_binaries()

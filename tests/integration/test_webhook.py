@@ -50,6 +50,7 @@ from lightkube.types import PatchType
 from kftenancy import constants as c
 from kftenancy.lab.cluster import LocalCluster
 from kftenancy.lab.errors import ControlPlaneError
+from kftenancy.policy import TenancyPolicySpec
 from kftenancy.render.webhooks import WebhookEndpoint, webhook_configurations
 from kftenancy.servers.webhook import WebhookServer, WebhookSettings
 
@@ -718,3 +719,19 @@ async def test_cli_serves_from_environment_and_stops_on_sigterm(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_without_the_policy_crd_the_seed_defaults_apply(
+    ptr_off_cluster: LocalCluster,
+) -> None:
+    cert = ptr_off_cluster.serving_cert("kftenancy-webhook-defaults")
+    settings = WebhookSettings(
+        cert_file=cert.cert_file, key_file=cert.key_file, host="127.0.0.1", port=0
+    )
+    server = WebhookServer(settings, _client(ptr_off_cluster.admin_kubeconfig))
+    await server.start()
+    try:
+        await server.wait_ready(30)
+        assert server.policy == TenancyPolicySpec()
+    finally:
+        await server.stop()

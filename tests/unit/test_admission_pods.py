@@ -64,6 +64,11 @@ def test_tenant_pod_with_a_different_value_for_the_gpu_key_still_gets_ours() -> 
     other = {"key": "workload", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}
     out = mutated(policy(), pod(TENANT_NS, tolerations=[other]))
     assert out["spec"]["tolerations"] == [other, GPU_TOLERATION]
+    outcome = run(policy(), admission_review(pod(TENANT_NS, tolerations=[other])), Phase.MUTATE)
+    assert outcome.decision.warnings == (
+        "kftenancy: added the GPU toleration workload=ai-ml:NoSchedule next to "
+        "workload=batch:NoSchedule, which does not tolerate the GPU taint",
+    )
 
 
 def test_non_tenant_pod_is_not_given_the_toleration() -> None:

@@ -167,8 +167,15 @@ def mutate_pod(
     warnings: list[str] = []
     if policy.gpu.enabled and _is_tenant(request, ctx):
         tolerations = object_list(spec, "tolerations", "spec")
-        if not any(tolerates(t, policy.gpu.taint) for t in tolerations):
-            spec["tolerations"] = [*tolerations, policy.gpu.taint.toleration().manifest()]
+        taint = policy.gpu.taint
+        if not any(tolerates(t, taint) for t in tolerations):
+            spec["tolerations"] = [*tolerations, taint.toleration().manifest()]
+            for t in tolerations:
+                if (t.get("key") or "") == taint.key:
+                    warnings.append(
+                        f"kftenancy: added the GPU toleration {describe(taint.toleration().manifest())}"
+                        f" next to {describe(t)}, which does not tolerate the GPU taint"
+                    )
     lake = policy.data_lake
     if lake.enabled and lake.injection == InjectionMode.KFTENANCY:
         account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"

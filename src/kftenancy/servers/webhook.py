@@ -58,6 +58,7 @@ TenancyPolicy = create_global_resource(
 MAX_BODY = 8 * 1024 * 1024  # AdmissionReviews of large pods stay far below this
 RETRY_SECONDS = 2.0
 LOOKUP_TIMEOUT = 2.0
+LIST_CHUNK = 500  # a 5,000-tenant cluster lists tens of thousands of ServiceAccounts
 # Annotations of ServiceAccounts the pod rule reads; nothing else is cached.
 SA_ANNOTATION_PREFIX = "eks.amazonaws.com/"
 
@@ -264,7 +265,7 @@ class WebhookServer:
         """List, then watch from the list's resourceVersion; on any error relist."""
         while True:
             try:
-                listing = self.client.list(res, **kw)
+                listing = self.client.list(res, chunk_size=LIST_CHUNK, **kw)
                 fresh = {key(obj): value(obj) async for obj in listing}
                 store.clear()
                 store.update(fresh)  # no await in between: readers never see it half-full
@@ -313,15 +314,12 @@ class WebhookServer:
                     self._apply_policy_object(None if kind == "DELETED" else obj)
             except asyncio.CancelledError:
                 raise
-            except ApiError as exc:
-                if exc.status.code == 404:  # CRD not installed (yet)
+            except Exception as exc:
+                if _http_status(exc) == 404:  # CRD not installed (yet): the seed defaults
                     self._apply_policy_object(None)
                     self._synced.add("policy")
                 else:
                     log.warning("policy watch restarts after error: %s", exc)
-                await asyncio.sleep(RETRY_SECONDS)
-            except Exception as exc:
-                log.warning("policy watch restarts after error: %s", exc)
                 await asyncio.sleep(RETRY_SECONDS)
 
     def _apply_policy_object(self, obj: Any) -> None:
@@ -411,15 +409,30 @@ class WebhookServer:
         )
 
 
+def _http_status(exc: Exception) -> int | None:
+    """The HTTP status behind a lightkube error (an unknown API group answers a plain
+    404 page, not a Status object, so ApiError alone does not cover it)."""
+    if isinstance(exc, ApiError):
+        return int(exc.status.code) if exc.status.code is not None else None
+    response = getattr(exc, "response", None)
+    code = getattr(response, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+_NONE: dict[str, str] = {}  # shared by the (many) entries without labels/annotations we read
+
+
 def _ns_labels(ns: Any) -> dict[str, str]:
     # Only the label the rules read: a 5,000-tenant cluster stays small in memory.
     labels = ns.metadata.labels or {}
-    return {k: v for k, v in labels.items() if k == c.LABEL_TENANT}
+    kept = {k: v for k, v in labels.items() if k == c.LABEL_TENANT}
+    return kept or _NONE
 
 
 def _sa_annotations(sa: Any) -> dict[str, str]:
     annotations = sa.metadata.annotations or {}
-    return {k: v for k, v in annotations.items() if k.startswith(SA_ANNOTATION_PREFIX)}
+    kept = {k: v for k, v in annotations.items() if k.startswith(SA_ANNOTATION_PREFIX)}
+    return kept or _NONE
 
 
 def _read_policy_file(path: Path) -> TenancyPolicySpec:
