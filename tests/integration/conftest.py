@@ -48,10 +48,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     lab = LocalCluster(controller_manager=True, scheduler=True, kwok=True)
+    failure = None
     try:
         lab.start()
     except ControlPlaneError as err:
-        pytest.fail(f"the local control plane could not start:\n{err}", pytrace=False)
+        failure = str(err)
+    if failure is not None:
+        pytest.fail(f"the local control plane could not start:\n{failure}", pytrace=False)
     request.config.stash[_CLUSTER_KEY] = lab
     try:
         lab.install_crds(bundled_crds())

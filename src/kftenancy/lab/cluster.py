@@ -240,10 +240,12 @@ class LocalCluster:
         """Stop the processes this object started (reverse order) and remove the
         temporary workdir unless `keep_workdir` (or the workdir was given)."""
         self._stop_processes()
-        if self._client is not None:
-            self._client = None
+        self._client = None
         if self._owns_workdir and not keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        elif self._owns_workdir:
+            # Kept for its logs; etcd's data (a preallocated 64 MB WAL) is not worth keeping.
+            shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
 
     def _stop_processes(self) -> None:
         for name in reversed(COMPONENT_ORDER):
