@@ -145,3 +145,4 @@ def test_lab_state_round_trips_and_exports_kubeconfig() -> None:
     )
     assert LabState.from_json(state.to_json()) == state
     assert state.env()["KUBECONFIG"] == "/s/admin.kubeconfig"
+    assert state.env()["KFTENANCY_KUBECONFIG"] == "/s/admin.kubeconfig"

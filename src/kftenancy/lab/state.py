@@ -52,6 +52,7 @@ class LabState:
         """Environment for kubectl and kftenancy's commands against this cluster."""
         return {
             "KUBECONFIG": self.admin_kubeconfig,
+            "KFTENANCY_KUBECONFIG": self.admin_kubeconfig,
             "KFTENANCY_LAB_SERVER": self.server,
             "KFTENANCY_LAB_ISSUER": self.issuer,
             "KFTENANCY_LAB_CA_FILE": self.ca_file,
