@@ -58,6 +58,7 @@ from kftenancy.servers.webhook import WebhookServer, WebhookSettings
 # webhook and its configuration are used without overriding it.
 CONTROLLER = "system:serviceaccount:kftenancy:kftenancy-controller"
 MALLORY = "mallory"
+PREEXISTING = f"before-webhook-{uuid.uuid4().hex[:6]}"
 AUDIENCE = "sts.kftenancy.test"
 SEED_DEFAULT = '[{"operator":"Equal","effect":"NoSchedule","key":"workload","value":"ai-ml"}]'
 GPU_TOLERATION = {"key": "workload", "operator": "Equal", "value": "ai-ml", "effect": "NoSchedule"}
@@ -247,10 +248,13 @@ async def webhook(
         port=0,
         policy_name=policy_name,
     )
+    # A namespace that predates the webhook: it has no whitelist annotation.
+    await admin.create(_ns(PREEXISTING))
     reg = await _register(cluster, admin, settings, serving.ca_pem)
     assert reg.server.policy.data_lake.audience == AUDIENCE  # read from the cluster
     yield reg
     await _unregister(admin, reg)
+    await admin.delete(Namespace, PREEXISTING)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -383,6 +387,19 @@ async def test_non_tenant_gpu_pod_is_rejected_with_ptr_on(
         # plugin answers with an HTTP 500 and its own words; with the plugin off, our
         # validating webhook answers 403 with our reason, see the next test).
         assert "conflict with its namespace whitelist" in str(err.value.status.message)
+
+
+async def test_gpu_pod_in_a_namespace_older_than_the_webhook_is_rejected_by_us_with_ptr_on(
+    webhook: Registered, admin: AsyncClient
+) -> None:
+    ns = await admin.get(Namespace, PREEXISTING)
+    assert c.ANN_TOLERATIONS_WHITELIST not in (ns.metadata.annotations or {})
+    with pytest.raises(ApiError) as err:
+        await admin.create(_pod(PREEXISTING, "gpu", tolerations=[{"operator": "Exists"}]))
+    message = str(err.value.status.message)
+    assert err.value.status.code == 403, message
+    assert 'admission webhook "pods.validate.kftenancy.dev" denied the request' in message
+    assert "tolerates the GPU taint workload=ai-ml:NoSchedule" in message
 
 
 async def test_non_tenant_gpu_pod_is_rejected_by_us_with_ptr_off(
