@@ -147,3 +147,20 @@ def test_lookups_name_what_the_rules_will_read() -> None:
     assert lookups(admission_review(sa)) == ("alice", None)
     assert lookups(admission_review(namespace("alice"))) is None
     assert lookups(b"junk") is None
+
+
+def test_a_failing_rule_denies_when_validating_and_admits_when_mutating(monkeypatch: Any) -> None:
+    from kftenancy.admission import dispatch
+
+    def broken(*args: Any) -> Any:
+        raise KeyError("bug")
+
+    monkeypatch.setitem(dispatch.RULES, (Phase.VALIDATE, "", "pods"), broken)
+    monkeypatch.setitem(dispatch.RULES, (Phase.MUTATE, "", "pods"), broken)
+    review = admission_review(pod("team-tools"))
+    denied = run(policy(), review, Phase.VALIDATE)
+    assert denied.decision.code == "internal"
+    assert "KeyError" in denied.response["response"]["status"]["message"]
+    admitted = run(policy(), review, Phase.MUTATE).response["response"]
+    assert admitted["allowed"] is True and "patch" not in admitted
+    assert "admitted without changes" in admitted["warnings"][0]

@@ -68,9 +68,14 @@ def decide(
         return deny("malformed", f"{request.kind} {request.namespace}/{request.name}: {exc}")
     except Exception as exc:  # a bug must not become an HTTP 500; see module docstring
         what = f"kftenancy could not evaluate {request.kind} {request.namespace}/{request.name}"
-        if phase is Phase.VALIDATE:
-            return deny("internal", f"{what} ({type(exc).__name__}); denied to stay safe")
-        return allow(f"{what} ({type(exc).__name__}); admitted without changes")
+        return failed(phase, f"{what} ({type(exc).__name__})")
+
+
+def failed(phase: Phase, what: str) -> Decision:
+    """The answer when we could not decide: deny when validating, admit when mutating."""
+    if phase is Phase.VALIDATE:
+        return deny("internal", f"{what}; denied to stay safe")
+    return allow(f"{what}; admitted without changes")
 
 
 def review(policy: TenancyPolicySpec, body: Any, phase: Phase, ctx: AdmissionContext) -> Outcome:

@@ -14,8 +14,6 @@ from typing import Any
 
 from kftenancy.policy import Taint
 
-_KNOWN_OPERATORS = ("", "Equal", "Exists")
-
 
 def tolerates(toleration: Mapping[str, Any], taint: Taint) -> bool:
     """True when `toleration` tolerates `taint`.
@@ -81,7 +79,3 @@ def describe(toleration: Mapping[str, Any]) -> str:
     value = f"={toleration.get('value') or ''}" if op == "Equal" else f" {op}"
     effect = toleration.get("effect") or "<any effect>"
     return f"{key}{value}:{effect}"
-
-
-def known_operator(toleration: Mapping[str, Any]) -> bool:
-    return (toleration.get("operator") or "") in _KNOWN_OPERATORS

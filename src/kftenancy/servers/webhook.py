@@ -43,8 +43,8 @@ from pydantic import ValidationError
 
 from kftenancy import constants as c
 from kftenancy.admission import AdmissionContext, Phase, review
-from kftenancy.admission.dispatch import lookups
-from kftenancy.admission.review import decode_body
+from kftenancy.admission.dispatch import Outcome, failed, lookups
+from kftenancy.admission.review import decode_body, respond
 from kftenancy.errors import describe_validation_error
 from kftenancy.policy import TenancyPolicySpec, load_policy
 from kftenancy.render.webhooks import default_controller_user
@@ -240,7 +240,7 @@ class WebhookServer:
             try:
                 ns = await asyncio.wait_for(self.client.get(Namespace, namespace), LOOKUP_TIMEOUT)
                 self.namespace_labels[namespace] = _ns_labels(ns)
-            except (ApiError, TimeoutError) as exc:
+            except Exception as exc:  # absent, or API unreachable: the rules treat it as unknown
                 log.debug("namespace %s not found: %s", namespace, exc)
         if account is not None and (namespace, account) not in self.service_accounts:
             try:
@@ -248,7 +248,7 @@ class WebhookServer:
                     self.client.get(ServiceAccount, account, namespace=namespace), LOOKUP_TIMEOUT
                 )
                 self.service_accounts[(namespace, account)] = _sa_annotations(sa)
-            except (ApiError, TimeoutError) as exc:
+            except Exception as exc:
                 log.debug("serviceaccount %s/%s not found: %s", namespace, account, exc)
 
     # ------------------------------------------------------------------ watches
@@ -371,11 +371,17 @@ class WebhookServer:
             raw = await request.read()
             started = time.perf_counter()
             body = decode_body(raw)
-            wanted = lookups(body)
-            if wanted is not None:
-                await self._ensure_cached(*wanted)
-            outcome = review(self.policy, body, phase, self.context())
-            text = json.dumps(outcome.response, separators=(",", ":"))
+            try:
+                wanted = lookups(body)
+                if wanted is not None:
+                    await self._ensure_cached(*wanted)
+                outcome = review(self.policy, body, phase, self.context())
+                text = json.dumps(outcome.response, separators=(",", ":"))
+            except Exception as exc:  # last resort: still an AdmissionReview, never a 500
+                log.exception("unexpected error answering an admission request")
+                failure = failed(phase, f"kftenancy webhook error ({type(exc).__name__})")
+                outcome = Outcome(respond(_uid(body), failure), failure, "", "")
+                text = json.dumps(outcome.response, separators=(",", ":"))
             decision = outcome.decision
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
             self.metrics.requests.labels(
@@ -407,6 +413,12 @@ class WebhookServer:
             body=generate_latest(self.metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
+
+
+def _uid(body: Any) -> str:
+    request = body.get("request") if isinstance(body, dict) else None
+    uid = request.get("uid") if isinstance(request, dict) else None
+    return uid if isinstance(uid, str) else ""
 
 
 def _http_status(exc: Exception) -> int | None:
