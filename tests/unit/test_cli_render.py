@@ -160,3 +160,24 @@ def test_blank_user_id_and_missing_file_exit_2(tmp_path: Path) -> None:
 def test_nothing_to_render_is_a_usage_error() -> None:
     code, _, err = _run("render", "--policy", str(EXAMPLE))
     assert code == 2 and "--user" in err
+
+
+def test_iam_flag_prints_each_tenants_role_documents() -> None:
+    code, out, err = _run(
+        "render", "--policy", str(EXAMPLE), "--user", "alice", "--iam", "-o", "json"
+    )
+    assert code == 0, err
+    [docs] = json.loads(out)["items"]
+    assert docs["profile"] == "alice"
+    assert docs["roleArn"] == "arn:aws:iam::123456789012:role/kubeflow-alice"
+    sub = docs["trustPolicy"]["Statement"][0]["Condition"]["StringEquals"]["oidc.example.com:sub"]
+    assert sub == ["system:serviceaccount:alice:default-editor"]
+    code, _, err = _run(
+        "render",
+        "--policy",
+        str(ROOT / "examples" / "policy-kubernetes.yaml"),
+        "--user",
+        "a",
+        "--iam",
+    )
+    assert code == 2 and "dataLake.enabled" in err

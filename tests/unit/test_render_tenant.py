@@ -437,3 +437,13 @@ def test_without_identity_token_groups_fall_back_to_the_groups_header() -> None:
     assert ap["spec"]["rules"][0]["when"] == [
         {"key": "request.headers[kubeflow-groups]", "values": ["ml-team", "ml-team,*", "*,ml-team"]}
     ]
+
+
+def test_renderer_and_admission_webhook_agree_on_web_identity_annotations() -> None:
+    from kftenancy.admission import serviceaccounts
+    from kftenancy.render.tenant import web_identity_annotations
+
+    policy = load_policy({"dataLake": {"enabled": True, "stsRegionalEndpoints": False}})
+    assert web_identity_annotations(policy, PROFILE) == (
+        serviceaccounts.web_identity_annotations(policy, PROFILE.name)
+    )

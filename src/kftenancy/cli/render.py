@@ -20,7 +20,7 @@ from kftenancy.crds import all_crds, crd_file_name
 from kftenancy.errors import KftenancyError, describe_validation_error
 from kftenancy.policy import TenancyPolicySpec, load_policy
 from kftenancy.profile import Profile, parse_profile
-from kftenancy.render import platform_objects, profile_for_user, tenant_objects
+from kftenancy.render import iam_documents, platform_objects, profile_for_user, tenant_objects
 
 EXIT_BAD_INPUT = 2
 
@@ -98,6 +98,12 @@ def render(
     platform: Annotated[
         bool, typer.Option("--platform", help="Include the platform-level objects.")
     ] = False,
+    iam: Annotated[
+        bool,
+        typer.Option(
+            "--iam", help="Print each tenant's IAM role, trust and permission policy instead."
+        ),
+    ] = False,
     output: Annotated[Output, typer.Option("--output", "-o", help="yaml or json.")] = Output.YAML,
 ) -> None:
     """Print the manifests for tenants (from Profiles or user ids) and/or the platform."""
@@ -105,16 +111,22 @@ def render(
         policy = read_policy(policy_file)
         if not (profile_files or users or platform):
             raise KftenancyError("nothing to render: give --profile FILE, --user ID or --platform")
-        objects: list[dict[str, Any]] = []
-        if platform:
-            objects += platform_objects(policy)
+        profiles: list[tuple[Profile, dict[str, Any] | None]] = []
         for path in profile_files or []:
-            for profile in read_profiles(path):
-                objects += tenant_objects(policy, profile)
+            profiles += [(p, None) for p in read_profiles(path)]
         for user in users or []:
             doc = profile_for_user(policy, user)
-            objects.append(doc)
-            objects += tenant_objects(policy, parse_profile(doc, f"--user {user!r}"))
+            profiles.append((parse_profile(doc, f"--user {user!r}"), doc))
+        objects: list[dict[str, Any]] = []
+        if iam:
+            objects = [{"profile": p.name, **iam_documents(policy, p)} for p, _ in profiles]
+        else:
+            if platform:
+                objects += platform_objects(policy)
+            for profile, onboarding in profiles:
+                if onboarding is not None:
+                    objects.append(onboarding)
+                objects += tenant_objects(policy, profile)
     except KftenancyError as err:
         raise _fail(str(err)) from None
     _emit(objects, output)
