@@ -67,23 +67,19 @@ class ManagedProcess:
         self.pid = self.popen.pid
 
     def exit_code(self) -> int | None:
-        """None while it runs; its exit status once it has exited."""
-        if self.popen is not None:
-            return self.popen.poll()
-        return None if pid_runs(self.pid, self.argv[0]) else -1
+        """None while it runs (or before it is started); its exit status once it exited."""
+        return None if self.popen is None else self.popen.poll()
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds; waits for it to exit."""
-        if self.popen is not None:
-            if self.popen.poll() is None:
-                self.popen.terminate()
-                try:
-                    self.popen.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.popen.kill()
-                    self.popen.wait()
+        if self.popen is None or self.popen.poll() is not None:
             return
-        stop_pid(self.pid, self.argv[0], timeout)
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
 
 
 def pid_runs(pid: int, executable: str) -> bool:
