@@ -63,3 +63,22 @@ async def test_failure_propagates() -> None:
 
     with pytest.raises(ValueError):
         await Onboarder(fn).ensure("x", 0)
+
+
+async def test_single_flight_shares_one_call_and_its_result() -> None:
+    from kftenancy.gateway.flight import SingleFlight
+
+    calls = 0
+
+    async def fn() -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return 42
+
+    sf: SingleFlight[str, int] = SingleFlight()
+    out = await asyncio.gather(*(sf.do("k", fn) for _ in range(30)))
+    assert calls == 1
+    assert [v for v, _ in out] == [42] * 30 and sum(ran for _, ran in out) == 1
+    await sf.do("k", fn)  # a later call is a new flight
+    assert calls == 2

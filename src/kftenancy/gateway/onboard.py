@@ -9,10 +9,10 @@ no API calls. A failed call is not remembered: the next request tries again.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from kftenancy.gateway.cache import TTLCache
+from kftenancy.gateway.flight import SingleFlight
 
 OnboardFn = Callable[[str], Awaitable[object]]
 
@@ -22,7 +22,7 @@ class Onboarder:
         self._fn = fn
         self._ttl = ttl
         self.known: TTLCache[str, bool] = TTLCache(maxsize)
-        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._flight: SingleFlight[str, object] = SingleFlight()
         self.calls = 0
 
     async def ensure(self, user: str, now: float) -> bool:
@@ -30,22 +30,12 @@ class Onboarder:
         Raises what the onboarding function raised (for every waiter of that flight)."""
         if self.known.get(user, now):
             return False
-        flight = self._inflight.get(user)
-        if flight is not None:
-            await asyncio.shield(flight)
-            return False
-        flight = asyncio.get_running_loop().create_future()
-        self._inflight[user] = flight
-        try:
+
+        async def run() -> object:
             self.calls += 1
-            await self._fn(user)
-        except BaseException as e:
-            flight.set_exception(e)
-            flight.exception()  # retrieved: waiters re-raise it; no "never retrieved" noise
-            raise
-        else:
+            result = await self._fn(user)
             self.known.put(user, True, now, self._ttl)
-            flight.set_result(None)
-        finally:
-            del self._inflight[user]
-        return True
+            return result
+
+        _, ran = await self._flight.do(user, run)
+        return ran

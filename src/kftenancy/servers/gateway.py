@@ -46,6 +46,7 @@ from kftenancy.gateway import authz as authz_core
 from kftenancy.gateway.authz import AuthzResult
 from kftenancy.gateway.cache import TTLCache
 from kftenancy.gateway.decision import Decision, decide
+from kftenancy.gateway.flight import SingleFlight
 from kftenancy.gateway.identity import (
     Credential,
     Identity,
@@ -204,6 +205,10 @@ class Gateway:
         self.authn_cache: TTLCache[bytes, Identity | Rejected] = TTLCache(size)
         self.authz_cache: TTLCache[tuple[str, tuple[str, ...]], AuthzResult] = TTLCache(size)
         self.token_cache: TTLCache[tuple[str, tuple[str, ...]], str] = TTLCache(size)
+        self._authn_flight: SingleFlight[bytes, Identity | Rejected] = SingleFlight()
+        self._authz_flight: SingleFlight[tuple[str, tuple[str, ...]], AuthzResult | None] = (
+            SingleFlight()
+        )
         self.jwks: dict[str, JWKSCache] = {}
         if jwks_fetch is not None:
             for issuer in policy.identity.oidc:
@@ -245,12 +250,17 @@ class Gateway:
         cached = self.authn_cache.get(key, now)
         if cached is not None:
             return cached
-        if isinstance(cred, OIDCCredential):
-            result, ttl = await self._verify_oidc(cred, now)
-        else:
-            result, ttl = await self._review_token(cred, now)
-        if ttl > 0:
-            self.authn_cache.put(key, result, now, ttl)
+
+        async def verify() -> Identity | Rejected:
+            if isinstance(cred, OIDCCredential):
+                result, ttl = await self._verify_oidc(cred, now)
+            else:
+                result, ttl = await self._review_token(cred, now)
+            if ttl > 0:
+                self.authn_cache.put(key, result, now, ttl)
+            return result
+
+        result, _ = await self._authn_flight.do(key, verify)
         return result
 
     async def _verify_oidc(
@@ -306,16 +316,22 @@ class Gateway:
         cached = self.authz_cache.get(key, now)
         if cached is not None:
             return cached
-        if self.reviewer is None:
+        reviewer = self.reviewer
+        if reviewer is None:
             return None
-        self.metrics.api_calls.labels("subjectaccessreview").inc()
-        try:
-            status = await self.reviewer.access_review(authz_core.access_review(self.policy, ident))
-        except Exception as e:  # an outage: 503 for this request, not cached
-            log.warning("SubjectAccessReview failed: %s", type(e).__name__)
-            return None
-        result = authz_core.authz_from_review(self.policy, status)
-        self.authz_cache.put(key, result, now, authz_core.cache_seconds(self.policy, result))
+
+        async def review() -> AuthzResult | None:
+            self.metrics.api_calls.labels("subjectaccessreview").inc()
+            try:
+                status = await reviewer.access_review(authz_core.access_review(self.policy, ident))
+            except Exception as e:  # an outage: 503 for this request, not cached
+                log.warning("SubjectAccessReview failed: %s", type(e).__name__)
+                return None
+            result = authz_core.authz_from_review(self.policy, status)
+            self.authz_cache.put(key, result, now, authz_core.cache_seconds(self.policy, result))
+            return result
+
+        result, _ = await self._authz_flight.do(key, review)
         return result
 
     # -- identity token --------------------------------------------------------------
