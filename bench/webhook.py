@@ -2,6 +2,7 @@
 cost of a pod create with the webhook registered versus without it.
 
     .venv/bin/python bench/webhook.py [--rate 200] [--seconds 10] [--pods 50] [--rounds 3]
+                                      [--tenants 1000]
 
 Starts a local control plane (etcd + kube-apiserver), runs `kftenancy run webhook` as
 its own process over TLS on loopback, and:
@@ -84,6 +85,9 @@ async def scrape(
         text = await resp.text()
     out: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
+        if family.name == "kftenancy_webhook_cached_objects":
+            sizes = ", ".join(f"{s.labels['kind']} {s.value:.0f}" for s in family.samples)
+            print(f"webhook caches: {sizes}")
         if family.name != "kftenancy_webhook_request_duration_seconds":
             continue
         for sample in family.samples:
@@ -137,6 +141,18 @@ async def create_pods(client: AsyncClient, ns: str, account: str, n: int, tag: s
     return took
 
 
+async def add_tenant(admin: AsyncClient, name: str) -> None:
+    ns = {"name": name, "labels": {c.LABEL_TENANT: name}}
+    await admin.create(codecs.from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": ns}))
+    for account in ("default", "default-editor", "default-viewer"):
+        meta: dict[str, Any] = {"name": account, "namespace": name}
+        if account == "default-editor":
+            meta["annotations"] = {c.ANN_ROLE_ARN: f"arn:aws:iam::0:role/{name}"}
+        await admin.create(
+            codecs.from_dict({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta})
+        )
+
+
 async def until_called(admin: AsyncClient, registered: bool) -> None:
     """Wait until the API server does (or no longer does) call the webhook."""
     while True:
@@ -153,6 +169,34 @@ async def until_called(admin: AsyncClient, registered: bool) -> None:
         if (c.ANN_TOLERATIONS_WHITELIST in (probe.metadata.annotations or {})) == registered:
             return
         await asyncio.sleep(0.2)
+
+
+async def apiserver_webhook_latency(cluster: LocalCluster) -> None:
+    """What the API server itself measured per webhook call
+    (apiserver_admission_webhook_admission_duration_seconds), free of client noise."""
+    context = ssl.create_default_context(cafile=str(cluster.ca_file))
+    context.load_cert_chain(str(cluster.pki / "admin.crt"), str(cluster.pki / "admin.key"))
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(cluster.server + "/metrics", ssl=context) as resp,
+    ):
+        text = await resp.text()
+    per_hook: dict[str, dict[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "apiserver_admission_webhook_admission_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                hook = per_hook.setdefault(sample.labels["name"], {})
+                bound = float(sample.labels["le"])
+                hook[bound] = hook.get(bound, 0.0) + sample.value
+    print("\nper webhook call, as kube-apiserver measured it (all calls so far):")
+    for name, buckets in sorted(per_hook.items()):
+        ordered = sorted(buckets.items())
+        print(
+            f"  {name:38} {ordered[-1][1]:6.0f} calls, p50 {ms(histogram_quantile(ordered, 0.5))},"
+            f" p99 {ms(histogram_quantile(ordered, 0.99))}"
+        )
 
 
 def free_port() -> int:
@@ -291,6 +335,11 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
                 codecs.from_dict({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta})
             )
 
+    # Other tenants, so the webhook's caches have a realistic size.
+    for start in range(0, args.tenants, 25):
+        await asyncio.gather(
+            *(add_tenant(admin, f"t{i:05d}") for i in range(start, min(args.tenants, start + 25)))
+        )
     await create_pods(admin, OTHER, "default", 20, "warm")  # warm the API server up first
 
     cert = cluster.serving_cert("kftenancy-webhook-bench")
@@ -392,6 +441,7 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
                 f"one request at a time (what one API server call sees): "
                 f"p50 {ms(quantile(one_by_one, 0.5))}, p99 {ms(quantile(one_by_one, 0.99))}"
             )
+            await apiserver_webhook_latency(cluster)
             before = await scrape(http, url, context)
             cpu_before = cpu_seconds(proc.pid)
             print()
@@ -430,6 +480,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the load")
     parser.add_argument("--pods", type=int, default=50, help="pod creates per case and round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument(
+        "--tenants", type=int, default=1000, help="extra tenants (namespace + 3 accounts)"
+    )
     args = parser.parse_args()
     core_cost()
     ensure_binaries()

@@ -649,6 +649,7 @@ async def test_health_readiness_and_metrics(
             assert (await resp.json())["response"]["allowed"] is False
     assert 'kftenancy_webhook_denials_total{reason="tenant_label"}' in text
     assert "kftenancy_webhook_request_duration_seconds_bucket" in text
+    assert 'kftenancy_webhook_cached_objects{kind="namespaces"}' in text
     assert (
         'kftenancy_webhook_requests_total{allowed="true",endpoint="mutate",kind="Namespace"' in text
     )
