@@ -13,6 +13,7 @@ of the logs. `stop()` stops only the processes this object started.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import shutil
@@ -22,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -234,6 +235,9 @@ class LocalCluster:
                 self._stop_processes()
                 if attempt == 2 or "address already in use" not in str(err):
                     raise
+            except BaseException:
+                self._stop_processes()
+                raise
         self.started_seconds = time.monotonic() - began
 
     def stop(self, *, keep_workdir: bool = False) -> None:
@@ -374,7 +378,7 @@ class LocalCluster:
         for name in ("kube-controller-manager", "kube-scheduler"):
             if name in self.components:
                 url = f"https://127.0.0.1:{self.ports[name]}/healthz"
-                self._wait(name, deadline, lambda url=url: self._get_tls(url, verify=False))
+                self._wait(name, deadline, functools.partial(self._get_tls, url, verify=False))
         if "kube-controller-manager" in self.components:
             # The controllers really run once the `default` service account exists.
             self._wait("kube-controller-manager", deadline, self._default_sa_exists)
@@ -383,7 +387,7 @@ class LocalCluster:
             time.sleep(1.0)
             self._wait("kwok", deadline, lambda: True)
 
-    def _wait(self, name: str, deadline: float, ready: Any) -> None:
+    def _wait(self, name: str, deadline: float, ready: Callable[[], bool]) -> None:
         proc = self.processes[name]
         while True:
             code = proc.exit_code()
