@@ -20,8 +20,9 @@ Exempt namespaces: a namespaceSelector can only match exact values, so the exact
 `kubernetes.io/metadata.name NotIn` selector, and the fnmatch patterns (`kube-*`,
 `openshift-*`, …) become one CEL `matchConditions` regex on the namespace name
 (matchConditions are GA since Kubernetes 1.30). The webhook applies `policy.is_exempt`
-itself as well, so a configuration that lags behind a policy change errs on the side of
-asking. Further matchConditions keep the Fail webhooks off the hot path: the namespace
+itself as well, so a namespace newly exempted by a policy change is left alone even
+before this configuration is rendered and applied again (which it must be for the
+reverse: a namespace no longer exempt). Further matchConditions keep the Fail webhooks off the hot path: the namespace
 validator only sees changes of the tenant label by someone other than kftenancy, the pod
 validator only pods with a toleration whose key is empty or the GPU taint's key (a
 superset of the tolerations that can tolerate the taint).
