@@ -10,6 +10,7 @@ cluster runs with PodTolerationRestriction off, to show our own rule holds there
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -753,3 +754,57 @@ async def test_without_the_policy_crd_the_seed_defaults_apply(
         assert server.policy == TenancyPolicySpec()
     finally:
         await server.stop()
+
+
+async def test_webhook_down_blocks_only_what_could_break_isolation(
+    ptr_off: tuple[Registered, AsyncClient],
+) -> None:
+    """The documented failure modes (docs/admission.md), with the webhook stopped and its
+    configurations still registered; runs last on this cluster and restarts the server."""
+    reg, admin = ptr_off
+    cluster, port = reg.cluster, reg.server.port
+    binding = f"ctl-outage-{_uid()}"
+    await admin.create(
+        codecs.from_dict(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": binding},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "cluster-admin",
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": CONTROLLER}
+                ],
+            }
+        )
+    )
+    controller = _client(cluster.kubeconfig_for(CONTROLLER))
+    await reg.server.stop()
+    try:
+        # Ignore rules: namespaces and ordinary pods are still admitted (unannotated).
+        name = f"outage-{_uid()}"
+        created = await admin.create(_ns(name))
+        assert c.ANN_TOLERATIONS_WHITELIST not in (created.metadata.annotations or {})
+        assert await admin.create(_pod(name, "plain"))
+        team = {"key": "team", "operator": "Exists"}  # never reaches the Fail webhook
+        assert await admin.create(_pod(name, "team", tolerations=[team]))
+        # Fail rules: what could break isolation is refused until the webhook is back.
+        with pytest.raises(ApiError) as err:
+            await admin.create(_pod(name, "gpu", tolerations=[{"operator": "Exists"}]))
+        assert 'failed calling webhook "pods.validate.kftenancy.dev"' in str(err.value)
+        patch = {"metadata": {"labels": {c.LABEL_TENANT: name}}}
+        with pytest.raises(ApiError) as err:
+            await admin.patch(Namespace, name, patch, patch_type=PatchType.MERGE)
+        assert 'failed calling webhook "namespaces.validate.kftenancy.dev"' in str(err.value)
+        # ... except for kftenancy itself, which the configuration lets through.
+        labelled = await controller.patch(Namespace, name, patch, patch_type=PatchType.MERGE)
+        assert (labelled.metadata.labels or {})[c.LABEL_TENANT] == name
+    finally:
+        await controller.close()
+        await admin.delete(ClusterRoleBinding, binding)
+        settings = dataclasses.replace(reg.server.settings, port=port)
+        reg.server = WebhookServer(settings, _client(cluster.admin_kubeconfig))
+        await reg.server.start()
