@@ -447,3 +447,13 @@ def test_renderer_and_admission_webhook_agree_on_web_identity_annotations() -> N
     assert web_identity_annotations(policy, PROFILE) == (
         serviceaccounts.web_identity_annotations(policy, PROFILE.name)
     )
+
+
+def test_tenant_kinds_lists_every_kind_any_switch_renders() -> None:
+    from kftenancy.render.tenant import TENANT_KINDS
+
+    seen = set()
+    for spec in SWITCHES.values():
+        for obj in tenant_objects(load_policy(spec), PROFILE):
+            seen.add((obj["apiVersion"], obj["kind"]))
+    assert seen == set(TENANT_KINDS)

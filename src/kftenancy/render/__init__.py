@@ -6,10 +6,11 @@ One source of truth for the controller, `kftenancy render`/`plan`, the chart and
 from kftenancy.render.iam import iam_documents
 from kftenancy.render.platform import platform_objects
 from kftenancy.render.profile import profile_for_user
-from kftenancy.render.tenant import tenant_objects
+from kftenancy.render.tenant import TENANT_KINDS, tenant_objects
 from kftenancy.render.tolerations import default_tolerations_annotation, whitelist_annotation
 
 __all__ = [
+    "TENANT_KINDS",
     "default_tolerations_annotation",
     "iam_documents",
     "platform_objects",

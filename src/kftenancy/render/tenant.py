@@ -37,6 +37,20 @@ AUTHZ_SERVERLESS = "allow-from-serving-system-namespace"
 REQUEST_AUTHN = "kftenancy-identity"
 _ROLE_CLUSTERROLE = {"edit": c.CLUSTERROLE_EDIT, "view": c.CLUSTERROLE_VIEW}
 
+# Every (apiVersion, kind) `tenant_objects` can produce under any policy: the controller
+# lists these by our labels to prune objects whose kind a policy change stopped rendering.
+TENANT_KINDS: tuple[tuple[str, str], ...] = (
+    ("v1", "Namespace"),
+    ("v1", "ServiceAccount"),
+    ("v1", "ResourceQuota"),
+    ("v1", "LimitRange"),
+    (RBAC_API, "RoleBinding"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    (ISTIO_API, "AuthorizationPolicy"),
+    (ISTIO_API, "RequestAuthentication"),
+    ("maistra.io/v1", "ServiceMeshMember"),
+)
+
 
 def _gateway_principal(policy: TenancyPolicySpec) -> str:
     gw = policy.mesh.ingress_gateway
