@@ -19,6 +19,8 @@ from admission_support import (
     policy,
     run,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kftenancy import constants as c
 from kftenancy.admission import Phase
@@ -303,3 +305,97 @@ def test_existing_volume_and_mount_are_not_duplicated() -> None:
     second = mutated(lake_policy(), first, lake_context())
     assert len(second["spec"]["volumes"]) == 1
     assert "AWS_ROLE_ARN" in env_of(second["spec"]["containers"][1])
+
+
+# ---------------------------------------------------------------- properties
+
+names = st.sampled_from(["main", "side", "istio-proxy", "init"])
+env_entries = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.sampled_from(["AWS_REGION", "AWS_ROLE_ARN", "HOME", "X"]),
+            "value": st.text(max_size=3),
+        }
+    ),
+    max_size=3,
+)
+containers = st.lists(
+    st.fixed_dictionaries(
+        {"name": names, "image": st.just("x")},
+        optional={
+            "env": env_entries,
+            "volumeMounts": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "name": st.sampled_from(["data", "aws-iam-token"]),
+                        "mountPath": st.sampled_from(["/data", TOKEN_DIR]),
+                    }
+                ),
+                max_size=2,
+            ),
+        },
+    ),
+    min_size=1,
+    max_size=3,
+    unique_by=lambda ct: ct["name"],
+)
+tolerations = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "key": st.sampled_from(["", "workload", "team"]),
+            "operator": st.sampled_from(["Equal", "Exists"]),
+            "value": st.sampled_from(["ai-ml", "batch"]),
+            "effect": st.sampled_from(["NoSchedule", "NoExecute"]),
+        },
+    ),
+    max_size=3,
+)
+
+
+@given(
+    cs=containers,
+    inits=st.one_of(st.none(), containers),
+    ts=st.one_of(st.none(), tolerations),
+    skip=st.one_of(st.none(), st.sampled_from(["istio-proxy", "main,side"])),
+    security=st.one_of(
+        st.none(), st.sampled_from([{"runAsNonRoot": True}, {"runAsUser": 0}, {"fsGroup": 7}])
+    ),
+    namespace_=st.sampled_from([TENANT_NS, OTHER_NS]),
+)
+@settings(max_examples=200)
+def test_mutation_is_idempotent_and_only_adds(
+    cs: list[dict[str, Any]],
+    inits: list[dict[str, Any]] | None,
+    ts: list[dict[str, Any]] | None,
+    skip: str | None,
+    security: dict[str, Any] | None,
+    namespace_: str,
+) -> None:
+    p = pod(
+        namespace_,
+        service_account="default-editor",
+        containers=cs,
+        init_containers=inits,
+        tolerations=ts,
+        annotations={c.ANN_SKIP_CONTAINERS: skip} if skip else None,
+        security_context=security,
+    )
+    ctx = lake_context(namespace_)
+    review = admission_review(p)
+    if run(lake_policy(), review, Phase.VALIDATE, ctx).decision.code == "gpu_toleration":
+        return  # refused anyway; mutation of such a pod is moot
+    out = mutated(lake_policy(), p, ctx)  # asserts a second pass patches nothing
+    for field in ("containers", "initContainers"):
+        for before, after in zip(
+            p["spec"].get(field) or [], out["spec"].get(field) or [], strict=True
+        ):
+            assert after["name"] == before["name"]
+            assert after.get("env", [])[: len(before.get("env", []))] == before.get("env", [])
+            assert after.get("volumeMounts", [])[
+                : len(before.get("volumeMounts", []))
+            ] == before.get("volumeMounts", [])
+            skipped = after["name"] in {s.strip() for s in (skip or "").split(",")}
+            has_role = any(e["name"] == "AWS_ROLE_ARN" for e in after.get("env", []))
+            assert has_role or skipped
+    assert out["spec"]["tolerations" if namespace_ == TENANT_NS else "containers"]
