@@ -32,6 +32,9 @@ ANN_OFFBOARDED_AT: Final = f"{API_GROUP}/offboarded-at"  # RFC 3339 time access 
 ANN_DELETE_AFTER: Final = f"{API_GROUP}/delete-after"  # RFC 3339 end of the retention period
 ANN_USER_ID: Final = f"{API_GROUP}/user-id"  # the exact user id a Profile was onboarded for
 ANN_CONTRIBUTORS: Final = f"{API_GROUP}/contributors"  # JSON list, for upstream Profile CRDs
+ANN_ONBOARDED_BY: Final = f"{API_GROUP}/onboarded-by"  # what created a Profile (gateway, cli, ...)
+# The Profile finalizer: offboarding (revoke access, keep data) runs before a Profile goes.
+FINALIZER: Final = f"{API_GROUP}/offboard"
 
 # Kubeflow (upstream) names we stay compatible with.
 KUBEFLOW_GROUP: Final = "kubeflow.org"

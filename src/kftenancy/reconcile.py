@@ -77,14 +77,29 @@ def is_owned(obj: Mapping[str, Any], tenant: str | None = None) -> bool:
 
 
 def _quantity(value: str) -> Decimal | None:
-    suffixes = {
-        "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-        "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
-        "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-    }  # fmt: skip
+    suffixes: dict[str, Decimal] = {
+        **{
+            s: Decimal(2) ** (10 * (i + 1))
+            for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))
+        },
+        **{
+            s: Decimal(10) ** e
+            for s, e in (
+                ("n", -9),
+                ("u", -6),
+                ("m", -3),
+                ("k", 3),
+                ("M", 6),
+                ("G", 9),
+                ("T", 12),
+                ("P", 15),
+                ("E", 18),
+            )
+        },
+    }
     for suffix in sorted(suffixes, key=len, reverse=True):
         if value.endswith(suffix):
-            number, factor = value[: -len(suffix)], Decimal(suffixes[suffix])
+            number, factor = value[: -len(suffix)], suffixes[suffix]
             break
     else:
         number, factor = value, Decimal(1)
@@ -184,7 +199,9 @@ def _related(a: FieldPath, b: FieldPath) -> bool:
     return a[:n] == b[:n]
 
 
-def drift(desired: Mapping[str, Any], observed: Mapping[str, Any], manager: str = c.FIELD_MANAGER) -> list[str]:
+def drift(
+    desired: Mapping[str, Any], observed: Mapping[str, Any], manager: str = c.FIELD_MANAGER
+) -> list[str]:
     """Dotted paths of fields we own that differ from what we want; [] means in sync."""
     paths = value_drift(
         {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "status")},
@@ -486,9 +503,7 @@ def conditions_status(
     return out
 
 
-def conditions_changed(
-    new: Sequence[Mapping[str, Any]], old: Sequence[Mapping[str, Any]]
-) -> bool:
+def conditions_changed(new: Sequence[Mapping[str, Any]], old: Sequence[Mapping[str, Any]]) -> bool:
     """Whether recording `new` would change what `old` says (times ignored)."""
 
     def norm(items: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:

@@ -12,6 +12,7 @@ writes nothing and how `/metrics` reports API writes.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -120,7 +121,7 @@ class Kube:
     """The async API client wrapper. Create one per process and pass it down."""
 
     def __init__(self, client: AsyncClient, *, writes: WriteCounter | None = None) -> None:
-        self._client = client
+        self._client: Any = client  # lightkube's overloads do not fit generic classes
         self.writes = writes if writes is not None else WriteCounter()
         self._kinds: dict[tuple[str, str], _Kind] = {}
         self._crds: dict[tuple[str, str], tuple[str, bool, tuple[str, ...]]] = {}
@@ -137,7 +138,8 @@ class Kube:
 
     @property
     def client(self) -> AsyncClient:
-        return self._client
+        client: AsyncClient = self._client
+        return client
 
     async def close(self) -> None:
         await self._client.close()
@@ -245,7 +247,7 @@ class Kube:
 
     async def list_owned(
         self, kinds: Iterable[tuple[str, str]], *, tenant: str | None = None
-    ) -> list[Obj]:
+    ) -> builtins.list[Obj]:
         """Every object of these kinds that carries our ownership labels (for one tenant)."""
         selector = owned_selector(tenant)
         found = await asyncio.gather(
@@ -302,9 +304,7 @@ class Kube:
         if k.namespaced:
             kwargs["namespace"] = obj["metadata"]["namespace"]
         self.writes.add("create", obj["kind"])
-        got = await self._client.create(
-            k.resource(obj), field_manager=c.FIELD_MANAGER, **kwargs
-        )
+        got = await self._client.create(k.resource(obj), field_manager=c.FIELD_MANAGER, **kwargs)
         return _plain(got)
 
     async def patch_merge(

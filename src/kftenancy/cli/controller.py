@@ -1,0 +1,360 @@
+"""`kftenancy run controller`, `onboard`, `offboard`, `status` and `plan`.
+
+Every flag defaults from an environment variable (KFTENANCY_*). Bad input exits with
+code 2 and a message naming what was wrong; API failures exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from kftenancy import constants as c
+from kftenancy.cli.run import run_app
+from kftenancy.errors import KftenancyError, describe_validation_error
+from kftenancy.kube import ApiError, Kube
+from kftenancy.policy import TenancyPolicySpec, load_policy
+
+T = TypeVar("T")
+
+Kubeconfig = Annotated[
+    str | None,
+    typer.Option(
+        envvar="KFTENANCY_KUBECONFIG",
+        help="kubeconfig file (default: in-cluster, KUBECONFIG, ~/.kube/config).",
+    ),
+]
+PolicyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        envvar="KFTENANCY_POLICY",
+        help="Policy YAML to use instead of the cluster's TenancyPolicy.",
+    ),
+]
+
+
+class Output(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _run(make: Callable[[Kube], Awaitable[T]], kubeconfig: str | None) -> T:
+    async def go() -> T:
+        kube = Kube.from_kubeconfig(kubeconfig)
+        try:
+            return await make(kube)
+        finally:
+            await kube.close()
+
+    try:
+        return asyncio.run(go())
+    except KftenancyError as err:
+        raise _fail(str(err)) from None
+    except ApiError as err:
+        raise _fail(f"Kubernetes API: {err.status.message}", 1) from None
+    except OSError as err:
+        raise _fail(f"cannot reach the Kubernetes API: {err}", 1) from None
+
+
+def _read_policy_file(file: Path) -> Any:
+    try:
+        return yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise KftenancyError(f"{file}: cannot read policy: {err}") from None
+
+
+async def _policy(kube: Kube, file: Path | None) -> TenancyPolicySpec:
+    try:
+        if file is not None:
+            return load_policy(_read_policy_file(file))
+        obj = await kube.get(f"{c.API_GROUP}/{c.API_VERSION}", c.POLICY_KIND, c.DEFAULT_POLICY_NAME)
+        return load_policy(obj)
+    except ValidationError as err:
+        raise KftenancyError(describe_validation_error(err, str(file or "TenancyPolicy"))) from None
+
+
+def configure_logging(fmt: LogFormat, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == LogFormat.JSON:
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.getLogger("kopf").setLevel(max(logging.INFO, root.level))
+
+
+def _age(created: str | None, now: datetime) -> str:
+    if not created:
+        return "?"
+    seconds = int((now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+_QUOTA_SHOWN = (
+    ("cpu", ("requests.cpu", "cpu")),
+    ("memory", ("requests.memory", "memory")),
+    ("gpu", ("requests.nvidia.com/gpu",)),
+)
+
+
+def _quota_use(quota: dict[str, Any] | None) -> dict[str, str]:
+    if not quota:
+        return {}
+    status = quota.get("status") or {}
+    hard = status.get("hard") or (quota.get("spec") or {}).get("hard") or {}
+    used = status.get("used") or {}
+    out = {}
+    for label, keys in _QUOTA_SHOWN:
+        for key in keys:
+            if key in hard:
+                out[label] = f"{used.get(key, '?')}/{hard[key]}"
+                break
+    return out
+
+
+async def tenant_rows(kube: Kube, now: datetime) -> list[dict[str, Any]]:
+    from kftenancy.controllers.tenant import PROFILE_API_VERSION, READY
+
+    profiles = await kube.list(PROFILE_API_VERSION, c.PROFILE_KIND)
+    quotas = {
+        q["metadata"]["namespace"]: q
+        for q in await kube.list("v1", "ResourceQuota", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
+        if q["metadata"]["name"] == "kf-resource-quota"
+    }
+    rows = []
+    for p in sorted(profiles, key=lambda p: str(p["metadata"]["name"])):
+        meta = p["metadata"]
+        ready: dict[str, Any] = next(
+            (x for x in (p.get("status") or {}).get("conditions") or [] if x.get("type") == READY),
+            {},
+        )
+        owner = (p.get("spec") or {}).get("owner") or {}
+        rows.append(
+            {
+                "name": meta["name"],
+                "owner": (meta.get("annotations") or {}).get(c.ANN_USER_ID) or owner.get("name"),
+                "namespace": meta["name"],
+                "ready": ready.get("status", "Unknown"),
+                "reason": ready.get("reason", ""),
+                "message": ready.get("message", ""),
+                "age": _age(meta.get("creationTimestamp"), now),
+                "terminating": bool(meta.get("deletionTimestamp")),
+                "quota": _quota_use(quotas.get(meta["name"])),
+            }
+        )
+    return rows
+
+
+def register(app: typer.Typer) -> None:
+    @run_app.command("controller")
+    def run_controller(
+        kubeconfig: Kubeconfig = None,
+        workers: Annotated[int, typer.Option(envvar="KFTENANCY_WORKERS", min=1, max=256)] = 8,
+        resync_seconds: Annotated[
+            float,
+            typer.Option(envvar="KFTENANCY_RESYNC_SECONDS", min=1.0, help="Full resync period."),
+        ] = 300.0,
+        metrics_host: Annotated[str, typer.Option(envvar="KFTENANCY_METRICS_HOST")] = "127.0.0.1",
+        metrics_port: Annotated[
+            int,
+            typer.Option(
+                envvar="KFTENANCY_METRICS_PORT", help="HTTPS /healthz and /metrics; 0 = off."
+            ),
+        ] = 8080,
+        tls_cert: Annotated[str | None, typer.Option(envvar="KFTENANCY_TLS_CERT")] = None,
+        tls_key: Annotated[str | None, typer.Option(envvar="KFTENANCY_TLS_KEY")] = None,
+        leader_election: Annotated[
+            bool,
+            typer.Option(envvar="KFTENANCY_LEADER_ELECTION", help="One active replica (Lease)."),
+        ] = True,
+        lease_namespace: Annotated[
+            str | None, typer.Option(envvar="KFTENANCY_LEASE_NAMESPACE")
+        ] = None,
+        event_namespace: Annotated[
+            str, typer.Option(envvar="KFTENANCY_EVENT_NAMESPACE")
+        ] = "default",
+        log_format: Annotated[
+            LogFormat, typer.Option(envvar="KFTENANCY_LOG_FORMAT")
+        ] = LogFormat.JSON,
+        log_level: Annotated[str, typer.Option(envvar="KFTENANCY_LOG_LEVEL")] = "info",
+    ) -> None:
+        """Run the tenant controller (Profiles → workspaces, onboarding, offboarding)."""
+        from kftenancy.controllers.operator import Controller, ControllerSettings
+
+        configure_logging(log_format, log_level)
+        settings = ControllerSettings(
+            kubeconfig=kubeconfig,
+            workers=workers,
+            resync_seconds=resync_seconds,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            leader_election=leader_election,
+            lease_namespace=lease_namespace,
+            event_namespace=event_namespace,
+        )
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            controller = Controller(settings)
+            try:
+                await controller.run(stop)
+            finally:
+                await controller.kube.close()
+
+        try:
+            asyncio.run(main())
+        except KftenancyError as err:
+            raise _fail(str(err), 1) from None
+
+    @app.command("onboard")
+    def onboard_cmd(
+        users: Annotated[
+            list[str], typer.Argument(help="User ids (as the identity provider sends them).")
+        ],
+        kubeconfig: Kubeconfig = None,
+        policy: PolicyFile = None,
+    ) -> None:
+        """Create a Profile for each user (idempotent: an existing one is left as is)."""
+        from kftenancy.onboarding import ensure_profile
+
+        async def go(kube: Kube) -> None:
+            pol = await _policy(kube, policy)
+            for user in users:
+                result = await ensure_profile(kube, pol, user, source="cli")
+                verb = "created" if result.created else "exists"
+                typer.echo(f"{user}: Profile {result.name} {verb}")
+
+        _run(go, kubeconfig)
+
+    @app.command("offboard")
+    def offboard_cmd(
+        users: Annotated[list[str], typer.Argument(help="User ids to offboard.")],
+        kubeconfig: Kubeconfig = None,
+        policy: PolicyFile = None,
+    ) -> None:
+        """Revoke the users' access now; keep their namespaces and data for the policy's
+        retention period (offboarding.retentionDays; unset keeps them forever)."""
+        from kftenancy.onboarding import offboard
+
+        async def go(kube: Kube) -> None:
+            pol = await _policy(kube, policy)
+            for user in users:
+                result = await offboard(kube, pol, user)
+                what = "offboarded" if result.existed else "had no Profile (access objects removed)"
+                typer.echo(f"{user}: {result.name} {what}; namespace kept")
+
+        _run(go, kubeconfig)
+
+    @app.command("status")
+    def status_cmd(
+        kubeconfig: Kubeconfig = None,
+        output: Annotated[Output, typer.Option("--output", "-o")] = Output.TABLE,
+    ) -> None:
+        """Tenants: owner, namespace, Ready, reason, age, quota use (incl. GPUs)."""
+        rows = _run(lambda kube: tenant_rows(kube, datetime.now(UTC)), kubeconfig)
+        if output == Output.JSON:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        table = Table(title=f"kftenancy tenants ({len(rows)})")
+        for col in ("Tenant", "Owner", "Ready", "Reason", "Age", "CPU", "Memory", "GPU"):
+            table.add_column(col)
+        for r in rows:
+            q = r["quota"]
+            ready = (
+                "[yellow]Terminating[/]"
+                if r["terminating"]
+                else ("[green]True[/]" if r["ready"] == "True" else f"[red]{r['ready']}[/]")
+            )
+            table.add_row(
+                r["name"], str(r["owner"]), ready, r["reason"], r["age"],
+                q.get("cpu", "-"), q.get("memory", "-"), q.get("gpu", "-"),
+            )  # fmt: skip
+        Console().print(table)
+
+    @app.command("plan")
+    def plan_cmd(
+        kubeconfig: Kubeconfig = None,
+        policy: PolicyFile = None,
+        output: Annotated[Output, typer.Option("--output", "-o")] = Output.TABLE,
+    ) -> None:
+        """What the controller would change on the current cluster (no writes)."""
+        from kftenancy.controllers.tenant import PROFILE_API_VERSION, TenantReconciler
+        from kftenancy.profile import ProfileError
+        from kftenancy.reconcile import namespace_verdict
+
+        async def go(kube: Kube) -> dict[str, Any]:
+            pol = await _policy(kube, policy)
+            rec = TenantReconciler(kube, lambda: pol, now=lambda: datetime.now(UTC))
+            out: dict[str, Any] = {}
+            for prof in await kube.list(PROFILE_API_VERSION, c.PROFILE_KIND):
+                name = prof["metadata"]["name"]
+                try:
+                    verdict = namespace_verdict(await kube.get("v1", "Namespace", name), name)
+                    if not verdict.allowed:
+                        out[name] = {"refused": verdict.message}
+                        continue
+                    p, _ = await rec.plan_for(prof)
+                except ProfileError as err:
+                    out[name] = {"invalid": str(err)}
+                    continue
+                out[name] = p.summary()
+            return out
+
+        result = _run(go, kubeconfig)
+        if output == Output.JSON:
+            typer.echo(json.dumps(result, indent=2))
+            return
+        console = Console()
+        changes = 0
+        for name, item in result.items():
+            for verb, style in (("create", "green"), ("update", "yellow"), ("prune", "red")):
+                for what in item.get(verb, []):
+                    console.print(f"[{style}]{verb:>6}[/] {name}: {what}", highlight=False)
+                    changes += 1
+            for key in ("refused", "invalid"):
+                if key in item:
+                    console.print(f"[red]{key:>6}[/] {name}: {item[key]}", highlight=False)
+        console.print(f"{changes} change(s) across {len(result)} tenant(s)")

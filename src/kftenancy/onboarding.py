@@ -1,0 +1,125 @@
+"""Onboarding and offboarding of users: one idempotent function each.
+
+`ensure_profile` is what every onboarding source calls (the gateway on a first request,
+the controller when an OpenShift User appears, `kftenancy onboard`). It creates the
+user's Profile once; a second call is a no-op; a Profile of that name that belongs to a
+different user is an error, never a takeover.
+
+`offboard` revokes access at once (the same code the Profile finalizer runs), keeps the
+namespace and its data, and deletes the Profile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kftenancy import constants as c
+from kftenancy.controllers.tenant import PROFILE_API_VERSION, TenantReconciler
+from kftenancy.errors import KftenancyError
+from kftenancy.kube import ApiError, Kube
+from kftenancy.naming import profile_name
+from kftenancy.policy import TenancyPolicySpec
+from kftenancy.render import profile_for_user
+
+SOURCES = ("gateway", "openshiftUsers", "cli")
+
+
+class OnboardingError(KftenancyError):
+    """The user cannot be onboarded as asked (the message says why)."""
+
+
+@dataclass(frozen=True)
+class OnboardResult:
+    name: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class OffboardResult:
+    name: str
+    existed: bool
+
+
+def _owner_of(profile: dict[str, Any]) -> str | None:
+    meta = profile.get("metadata") or {}
+    user_id = (meta.get("annotations") or {}).get(c.ANN_USER_ID)
+    if user_id:
+        return str(user_id)
+    owner = (profile.get("spec") or {}).get("owner") or {}
+    return str(owner["name"]) if owner.get("kind") == "User" and owner.get("name") else None
+
+
+def same_user(policy: TenancyPolicySpec, a: str | None, b: str) -> bool:
+    if a is None:
+        return False
+    return a.casefold() == b.casefold() if policy.naming.fold_case else a == b
+
+
+async def ensure_profile(
+    kube: Kube, policy: TenancyPolicySpec, user_id: str, *, source: str
+) -> OnboardResult:
+    """Create the user's Profile unless it exists. Idempotent and race-safe (create, not
+    apply: of two concurrent callers exactly one creates, the other sees it exists)."""
+    if source not in SOURCES:
+        raise OnboardingError(f"unknown onboarding source {source!r}; one of {list(SOURCES)}")
+    manifest = profile_for_user(policy, user_id)
+    name = str(manifest["metadata"]["name"])
+    manifest["metadata"].setdefault("annotations", {})[c.ANN_ONBOARDED_BY] = source
+
+    async def existing() -> OnboardResult | None:
+        found = await kube.get(PROFILE_API_VERSION, c.PROFILE_KIND, name)
+        if found is None:
+            return None
+        owner = _owner_of(found)
+        if not same_user(policy, owner, user_id):
+            raise OnboardingError(
+                f"Profile {name} exists and belongs to {owner!r}, not to {user_id!r}; "
+                "kftenancy never takes over another user's Profile"
+            )
+        if found["metadata"].get("deletionTimestamp"):
+            raise OnboardingError(
+                f"Profile {name} of {user_id!r} is being offboarded; onboard again when it is gone"
+            )
+        return OnboardResult(name, False)
+
+    found = await existing()
+    if found is not None:
+        return found
+    try:
+        await kube.create(manifest)
+    except ApiError as err:
+        if err.status.code != 409:
+            raise
+        again = await existing()
+        if again is None:
+            raise OnboardingError(f"Profile {name} changed while onboarding; try again") from err
+        return again
+    return OnboardResult(name, True)
+
+
+async def offboard(
+    kube: Kube,
+    policy: TenancyPolicySpec,
+    user_id: str,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> OffboardResult:
+    """Revoke the user's access now, keep (and mark) the namespace, delete the Profile.
+
+    A Profile that belongs to someone else is refused. Safe to repeat.
+    """
+    name = profile_name(policy, user_id)
+    found = await kube.get(PROFILE_API_VERSION, c.PROFILE_KIND, name)
+    if found is not None and not same_user(policy, _owner_of(found), user_id):
+        raise OnboardingError(
+            f"Profile {name} belongs to {_owner_of(found)!r}, not to {user_id!r}; not offboarding it"
+        )
+    reconciler = TenantReconciler(kube, lambda: policy, now=now)
+    await reconciler.offboard(name, found)
+    if found is None:
+        return OffboardResult(name, False)
+    await kube.delete(PROFILE_API_VERSION, c.PROFILE_KIND, name)
+    return OffboardResult(name, True)

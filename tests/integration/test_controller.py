@@ -1,0 +1,517 @@
+"""The tenant controller against the real local control plane (no mocks).
+
+The controller runs in-process (`Controller.run` in a task, kopf inside) with its own
+TenancyPolicy object, so these tests do not depend on anything else in the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from lightkube import ApiError
+from lightkube.resources.core_v1 import ConfigMap
+
+from kftenancy import constants as c
+from kftenancy.controllers.leader import LeaderElector
+from kftenancy.controllers.operator import Controller, ControllerSettings
+from kftenancy.controllers.tenant import PROFILE_API_VERSION
+from kftenancy.kube import Kube, WriteCounter
+from kftenancy.lab.cluster import LocalCluster
+from kftenancy.onboarding import OnboardingError, ensure_profile, offboard
+from kftenancy.policy import TenancyPolicySpec, load_policy
+from kftenancy.profile import parse_profile
+from kftenancy.reconcile import drift, key_of
+from kftenancy.render import tenant_objects
+
+T = TypeVar("T")
+POLICY_API = f"{c.API_GROUP}/{c.API_VERSION}"
+
+
+def uid() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 30.0, what: str = "") -> T:
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while True:
+        try:
+            got = await check()
+            if got:
+                return got
+            last = got
+        except AssertionError as err:
+            last = err
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true within {timeout}s: {what} (last: {last})")
+        await asyncio.sleep(0.1)
+
+
+def configmap(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}, "data": data}
+
+
+def policy_spec(**extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "platform": {"kubeflowInstalled": False},
+        "offboarding": {"retentionDays": 30},
+        "identity": {"onboarding": ["gateway", "openshiftUsers"]},
+    }
+    spec.update(extra)
+    return spec
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def kube(cluster: LocalCluster) -> AsyncIterator[Kube]:
+    k = Kube.from_kubeconfig(str(cluster.admin_kubeconfig))
+    yield k
+    await k.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def policy_name(kube: Kube) -> AsyncIterator[str]:
+    name = f"ctl-{uid()}"
+    await kube.apply(
+        {"apiVersion": POLICY_API, "kind": c.POLICY_KIND, "metadata": {"name": name}, "spec": policy_spec()}
+    )
+    yield name
+    await kube.delete(POLICY_API, c.POLICY_KIND, name)
+
+
+async def current_policy(kube: Kube, name: str) -> TenancyPolicySpec:
+    obj = await kube.get(POLICY_API, c.POLICY_KIND, name)
+    assert obj is not None
+    return load_policy(obj)
+
+
+@contextlib.asynccontextmanager
+async def running(cluster: LocalCluster, policy_name: str, **settings: Any) -> AsyncIterator[Controller]:
+    ctl = Controller(
+        ControllerSettings(
+            kubeconfig=str(cluster.admin_kubeconfig),
+            policy_name=policy_name,
+            metrics_port=settings.pop("metrics_port", 0),
+            leader_election=False,
+            resync_seconds=settings.pop("resync_seconds", 3600),
+            **settings,
+        )
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(ctl.run(stop))
+    try:
+        await eventually(lambda: _ready(ctl, task), timeout=60, what="controller ready")
+        yield ctl
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=30)
+        await ctl.kube.close()
+
+
+async def _ready(ctl: Controller, task: asyncio.Task[None]) -> bool:
+    if task.done():
+        task.result()  # raise what stopped it
+        raise AssertionError("controller stopped")
+    return ctl.ready.is_set()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def controller(cluster: LocalCluster, policy_name: str) -> AsyncIterator[Controller]:
+    async with running(cluster, policy_name) as ctl:
+        yield ctl
+
+
+async def profile(kube: Kube, name: str) -> dict[str, Any] | None:
+    return await kube.get(PROFILE_API_VERSION, c.PROFILE_KIND, name)
+
+
+async def ready_condition(kube: Kube, name: str) -> dict[str, Any] | None:
+    p = await profile(kube, name)
+    for cond in ((p or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == "Ready":
+            return dict(cond)
+    return None
+
+
+async def wait_ready(kube: Kube, name: str, timeout: float = 30) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        cond = await ready_condition(kube, name)
+        return cond if cond and cond["status"] == "True" else None
+
+    return await eventually(check, timeout, f"Profile {name} Ready")
+
+
+async def wait_reason(kube: Kube, name: str, reason: str, timeout: float = 30) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        cond = await ready_condition(kube, name)
+        return cond if cond and cond["reason"] == reason else None
+
+    return await eventually(check, timeout, f"Profile {name} reason {reason}")
+
+
+async def desired_for(kube: Kube, policy_name: str, name: str) -> list[dict[str, Any]]:
+    p = await profile(kube, name)
+    assert p is not None
+    return tenant_objects(await current_policy(kube, policy_name), parse_profile(p))
+
+
+async def in_sync(kube: Kube, desired: list[dict[str, Any]]) -> bool:
+    for obj in desired:
+        meta = obj["metadata"]
+        live = await kube.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
+        if live is None or drift(obj, live):
+            return False
+    return True
+
+
+async def onboard(kube: Kube, policy_name: str, user: str) -> str:
+    result = await ensure_profile(kube, await current_policy(kube, policy_name), user, source="cli")
+    return result.name
+
+
+async def settle(ctl: Controller, quiet: float = 1.0, timeout: float = 60) -> None:
+    """Wait until the controller has made no writes for `quiet` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last, since = ctl.kube.writes.total, asyncio.get_running_loop().time()
+    while asyncio.get_running_loop().time() - since < quiet:
+        await asyncio.sleep(0.1)
+        if ctl.kube.writes.total != last:
+            last, since = ctl.kube.writes.total, asyncio.get_running_loop().time()
+        assert asyncio.get_running_loop().time() < deadline, "controller never settled"
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+async def test_new_profile_becomes_a_ready_workspace_matching_the_renderer(
+    kube: Kube, controller: Controller, policy_name: str
+) -> None:
+    name = await onboard(kube, policy_name, f"Alice.{uid()}@Example.com")
+    cond = await wait_ready(kube, name)
+    desired = await desired_for(kube, policy_name, name)
+    assert len(desired) > 10 and cond["message"] == f"workspace complete: {len(desired)} objects"
+    assert await in_sync(kube, desired)
+    owned = await controller.reconciler.observe(name, desired)
+    assert {key_of(o) for o in owned} == {key_of(o) for o in desired}
+    p = await profile(kube, name)
+    assert p is not None and c.FINALIZER in p["metadata"]["finalizers"]
+    events = await kube.list("v1", "Event", namespace="default")
+    assert any(e["involvedObject"]["name"] == name and e["reason"] == "Ready" for e in events)
+
+
+async def test_second_onboarding_is_a_no_op_and_never_a_takeover(
+    kube: Kube, controller: Controller, policy_name: str
+) -> None:
+    user = f"bob-{uid()}"
+    pol = await current_policy(kube, policy_name)
+    first = await ensure_profile(kube, pol, user, source="gateway")
+    again = await ensure_profile(kube, pol, user, source="gateway")
+    assert first.created and not again.created and first.name == again.name
+    # a Profile of that name owned by someone else is refused
+    other = f"carl-{uid()}"
+    await kube.create(
+        {
+            "apiVersion": PROFILE_API_VERSION,
+            "kind": c.PROFILE_KIND,
+            "metadata": {"name": other},
+            "spec": {"owner": {"kind": "User", "name": "mallory"}},
+        }
+    )
+    with pytest.raises(OnboardingError, match="belongs to 'mallory'"):
+        await ensure_profile(kube, pol, other, source="gateway")
+    p = await profile(kube, other)
+    assert p is not None and p["spec"]["owner"]["name"] == "mallory"
+
+
+async def test_deleted_and_edited_objects_are_repaired_and_unrelated_ones_left_alone(
+    kube: Kube, controller: Controller, policy_name: str
+) -> None:
+    name = await onboard(kube, policy_name, f"dora-{uid()}")
+    await wait_ready(kube, name)
+    await kube.create(configmap("mine", name, {"k": "v"}))
+    await kube.delete("rbac.authorization.k8s.io/v1", "RoleBinding", "default-editor", name)
+    await kube.patch_merge("v1", "ResourceQuota", "kf-resource-quota", {"spec": {"hard": {"cpu": "1"}}}, namespace=name)
+    await kube.patch_merge("v1", "Namespace", name, {"metadata": {"labels": {c.LABEL_TENANT: "someone"}}})
+    desired = await desired_for(kube, policy_name, name)
+    await eventually(lambda: in_sync(kube, desired), what="drift repaired")
+    cm = await kube.get("v1", "ConfigMap", "mine", name)
+    assert cm is not None and cm["data"] == {"k": "v"}
+    assert not any(
+        e["manager"] == c.FIELD_MANAGER for e in cm["metadata"].get("managedFields") or []
+    )
+
+
+async def test_an_unchanged_resync_makes_zero_writes(
+    kube: Kube, controller: Controller, policy_name: str
+) -> None:
+    names = [await onboard(kube, policy_name, f"erin-{uid()}-{i}") for i in range(3)]
+    for n in names:
+        await wait_ready(kube, n)
+    await settle(controller)
+    before = controller.kube.writes.snapshot()
+    reconciled = controller.reconciled
+    await controller.resync()
+    await eventually(
+        lambda: _true(controller.reconciled >= reconciled + len(controller.profiles) and not len(controller.queue)),
+        what="resync processed",
+    )
+    await settle(controller, quiet=0.5)
+    assert controller.reconciled >= reconciled + len(names)
+    assert controller.kube.writes.snapshot() == before
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_policy_change_reaches_every_tenant(
+    kube: Kube, controller: Controller, policy_name: str
+) -> None:
+    names = [await onboard(kube, policy_name, f"finn-{uid()}-{i}") for i in range(3)]
+    for n in names:
+        await wait_ready(kube, n)
+    quota = {"cpu": "3", "memory": "6Gi", "requests.nvidia.com/gpu": "2"}
+    await kube.apply(
+        {
+            "apiVersion": POLICY_API,
+            "kind": c.POLICY_KIND,
+            "metadata": {"name": policy_name},
+            "spec": policy_spec(resources={"quota": quota}),
+        }
+    )
+
+    async def everywhere() -> bool:
+        for n in controller.profiles:
+            q = await kube.get("v1", "ResourceQuota", "kf-resource-quota", n)
+            if q is None or q["spec"]["hard"].get("requests.nvidia.com/gpu") != "2":
+                return False
+        return True
+
+    await eventually(everywhere, what="new quota in every tenant")
+    for n in names:
+        assert await in_sync(kube, await desired_for(kube, policy_name, n))
+
+
+async def test_a_foreign_namespace_is_refused_then_adopted_after_opt_in(
+    kube: Kube, controller: Controller, policy_name: str
+) -> None:
+    name = f"legacy-{uid()}"
+    await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"team": "x"}}})
+    await kube.create(configmap("data", name, {"k": "v"}))
+    await kube.create(
+        {
+            "apiVersion": PROFILE_API_VERSION,
+            "kind": c.PROFILE_KIND,
+            "metadata": {"name": name},
+            "spec": {"owner": {"kind": "User", "name": f"{name}@example.com"}},
+        }
+    )
+    cond = await wait_reason(kube, name, "NamespaceNotOwned")
+    assert cond["status"] == "False" and f"{c.ANN_ADOPT}={name}" in cond["message"]
+    owned = await kube.list_owned([("rbac.authorization.k8s.io/v1", "RoleBinding")], tenant=name)
+    assert owned == []
+    ns = await kube.get("v1", "Namespace", name)
+    assert ns is not None and c.LABEL_MANAGED_BY not in ns["metadata"].get("labels", {})
+
+    await kube.patch_merge("v1", "Namespace", name, {"metadata": {"annotations": {c.ANN_ADOPT: name}}})
+    await wait_ready(kube, name)
+    ns = await kube.get("v1", "Namespace", name)
+    assert ns is not None and ns["metadata"]["labels"][c.LABEL_TENANT] == name
+    assert ns["metadata"]["labels"]["team"] == "x"
+    cm = await kube.get("v1", "ConfigMap", "data", name)
+    assert cm is not None and cm["data"] == {"k": "v"}
+
+
+async def test_an_invalid_profile_gets_a_condition_and_an_event_not_a_crash(
+    kube: Kube, controller: Controller, policy_name: str
+) -> None:
+    name = f"bad-{uid()}"
+    await kube.create(
+        {
+            "apiVersion": PROFILE_API_VERSION,
+            "kind": c.PROFILE_KIND,
+            "metadata": {"name": name, "annotations": {c.ANN_CONTRIBUTORS: "not json"}},
+            "spec": {"owner": {"kind": "User", "name": "x@example.com"}},
+        }
+    )
+    cond = await wait_reason(kube, name, "InvalidSpec")
+    assert c.ANN_CONTRIBUTORS in cond["message"] and "not valid JSON" in cond["message"]
+    events = await kube.list("v1", "Event", namespace="default")
+    assert any(e["involvedObject"]["name"] == name and e["type"] == "Warning" for e in events)
+    # fixing it makes it Ready
+    await kube.patch_merge(PROFILE_API_VERSION, c.PROFILE_KIND, name, {"metadata": {"annotations": {c.ANN_CONTRIBUTORS: "[]"}}})
+    await wait_ready(kube, name)
+
+
+async def test_offboarding_revokes_access_keeps_data_and_reonboarding_restores_it(
+    kube: Kube, controller: Controller, policy_name: str, user_client: Callable[..., Any]
+) -> None:
+    user = f"gina-{uid()}@example.com"
+    name = await onboard(kube, policy_name, user)
+    await wait_ready(kube, name)
+    client = user_client(user)
+    await kube.create(configmap("results", name, {"acc": "0.93"}))
+
+    async def can_read() -> bool:
+        try:
+            await client.get(ConfigMap, "results", namespace=name)
+        except ApiError as err:
+            if err.status.code == 403:
+                return False
+            raise
+        return True
+
+    assert await eventually(can_read, what="owner can read own namespace")
+    result = await offboard(kube, await current_policy(kube, policy_name), user)
+    assert result.existed
+    assert not await can_read()  # at once, not eventually
+    ns = await kube.get("v1", "Namespace", name)
+    assert ns is not None
+    ann = ns["metadata"]["annotations"]
+    at = datetime.fromisoformat(ann[c.ANN_OFFBOARDED_AT].replace("Z", "+00:00"))
+    after = datetime.fromisoformat(ann[c.ANN_DELETE_AFTER].replace("Z", "+00:00"))
+    assert (after - at).days == 30 and abs((datetime.now(UTC) - at).total_seconds()) < 120
+    await eventually(lambda: _gone(kube, name), what="Profile deleted after its finalizer ran")
+    cm = await kube.get("v1", "ConfigMap", "results", name)
+    assert cm is not None and cm["data"] == {"acc": "0.93"}
+    bindings = await kube.list_owned([("rbac.authorization.k8s.io/v1", "RoleBinding")], tenant=name)
+    assert bindings == []
+
+    assert await onboard(kube, policy_name, user) == name
+    await wait_ready(kube, name)
+    assert await eventually(can_read, what="access restored")
+    ns = await kube.get("v1", "Namespace", name)
+    assert ns is not None and c.ANN_OFFBOARDED_AT not in ns["metadata"].get("annotations", {})
+
+
+async def _gone(kube: Kube, name: str) -> bool:
+    return await profile(kube, name) is None
+
+
+async def test_deleting_a_profile_offboards_through_the_finalizer(
+    kube: Kube, controller: Controller, policy_name: str
+) -> None:
+    name = await onboard(kube, policy_name, f"hank-{uid()}")
+    await wait_ready(kube, name)
+    await kube.delete(PROFILE_API_VERSION, c.PROFILE_KIND, name)
+    await eventually(lambda: _gone(kube, name), what="Profile gone")
+    ns = await kube.get("v1", "Namespace", name)
+    assert ns is not None and c.ANN_OFFBOARDED_AT in ns["metadata"]["annotations"]
+    assert await kube.get("security.istio.io/v1", "AuthorizationPolicy", "ns-owner-access-istio", name) is None
+    assert await kube.get("v1", "ResourceQuota", "kf-resource-quota", name) is not None
+
+
+async def test_openshift_users_are_onboarded_and_offboarded(
+    kube: Kube, controller: Controller, policy_name: str
+) -> None:
+    user = f"ivy-{uid()}"
+    await kube.create({"apiVersion": "user.openshift.io/v1", "kind": "User", "metadata": {"name": user}, "groups": []})
+    await wait_ready(kube, user)
+    await kube.delete("user.openshift.io/v1", "User", user)
+    await eventually(lambda: _gone(kube, user), what="Profile of deleted User gone")
+    ns = await kube.get("v1", "Namespace", user)
+    assert ns is not None and c.ANN_OFFBOARDED_AT in ns["metadata"]["annotations"]
+
+
+async def test_metrics_and_health_are_served_over_tls(cluster: LocalCluster, policy_name: str, kube: Kube) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with running(cluster, policy_name, metrics_port=port) as ctl:
+        name = await onboard(kube, policy_name, f"jill-{uid()}")
+        await wait_ready(kube, name)
+        await settle(ctl, quiet=0.3)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"https://127.0.0.1:{port}/healthz", ssl=ctx) as resp:
+                assert resp.status == 200
+            async with http.get(f"https://127.0.0.1:{port}/metrics", ssl=ctx) as resp:
+                text = await resp.text()
+    assert 'kftenancy_reconcile_total{result="Ready"}' in text
+    assert "kftenancy_reconcile_duration_seconds_bucket" in text
+    assert 'kftenancy_tenants{ready="True",reason="Ready"}' in text
+    assert "# TYPE kftenancy_api_writes_total counter" in text
+
+
+async def test_killing_the_controller_mid_reconcile_converges_without_duplicates_or_orphans(
+    cluster: LocalCluster, kube: Kube, policy_name: str, controller: Controller
+) -> None:
+    # The module's controller keeps running too: two writers racing is harsher than one.
+    second = Controller(
+        ControllerSettings(
+            kubeconfig=str(cluster.admin_kubeconfig), policy_name=policy_name,
+            metrics_port=0, leader_election=False, resync_seconds=3600,
+        )
+    )  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(second.run(stop))
+    names = [await onboard(kube, policy_name, f"kim-{uid()}-{i}") for i in range(5)]
+    await eventually(lambda: _true(second.kube.writes.total > 3), what="second controller writing")
+    task.cancel()  # killed mid-reconcile, no graceful stop
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    await second.kube.close()
+    async with running(cluster, policy_name):
+        for n in names:
+            await wait_ready(kube, n, timeout=60)
+            desired = await desired_for(kube, policy_name, n)
+            owned = await controller.reconciler.observe(n, desired)
+            keys = [key_of(o) for o in owned]
+            assert len(keys) == len(set(keys))
+            assert set(keys) == {key_of(o) for o in desired}
+            assert await in_sync(kube, desired)
+
+
+async def set_policy(kube: Kube, controller: Controller, name: str, spec: dict[str, Any]) -> None:
+    await kube.apply({"apiVersion": POLICY_API, "kind": c.POLICY_KIND, "metadata": {"name": name}, "spec": spec})
+    want = load_policy(spec)
+    await eventually(lambda: _true(controller.policy == want), what="controller has the new policy")
+
+
+async def test_retention_over_deletes_the_offboarded_namespace(
+    kube: Kube, controller: Controller, policy_name: str
+) -> None:
+    await set_policy(kube, controller, policy_name, policy_spec(offboarding={"retentionDays": 0}))
+    try:
+        user = f"lou-{uid()}"
+        name = await onboard(kube, policy_name, user)
+        await wait_ready(kube, name)
+        await offboard(kube, controller.policy, user)
+        await eventually(lambda: _gone(kube, name), what="Profile gone")
+        await controller.resync()
+
+        async def ns_gone() -> bool:
+            ns = await kube.get("v1", "Namespace", name)
+            return ns is None or bool(ns["metadata"].get("deletionTimestamp"))
+
+        await eventually(ns_gone, what="namespace deleted after retention")
+    finally:
+        await set_policy(kube, controller, policy_name, policy_spec())
+
+
+async def test_only_one_replica_leads(kube: Kube) -> None:
+    ns = f"lease-{uid()}"
+    await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    a = LeaderElector(Kube(kube.client, writes=WriteCounter()), name="ctl", namespace=ns, identity="a", lease_seconds=3)
+    b = LeaderElector(Kube(kube.client, writes=WriteCounter()), name="ctl", namespace=ns, identity="b", lease_seconds=3)
+    await asyncio.wait_for(a.acquire(), 10)
+    waiting = asyncio.create_task(b.acquire())
+    await asyncio.sleep(2)
+    assert a.leading and not waiting.done()
+    await a.release()
+    await asyncio.wait_for(waiting, 10)
+    assert b.leading
+    await kube.delete("v1", "Namespace", ns)
