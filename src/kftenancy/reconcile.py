@@ -313,12 +313,44 @@ class NamespaceVerdict:
     message: str = ""
 
 
-def namespace_verdict(namespace: Mapping[str, Any] | None, profile: str) -> NamespaceVerdict:
+def _owned_by_profile(namespace: Mapping[str, Any], profile: str, uid: str | None) -> bool:
+    for ref in (namespace.get("metadata") or {}).get("ownerReferences") or []:
+        if (
+            ref.get("kind") == c.PROFILE_KIND
+            and str(ref.get("apiVersion", "")).startswith(f"{c.KUBEFLOW_GROUP}/")
+            and ref.get("name") == profile
+            and (uid is None or ref.get("uid") == uid)
+        ):
+            return True
+    return False
+
+
+def namespace_verdict(
+    namespace: Mapping[str, Any] | None,
+    profile: str,
+    *,
+    upstream: bool = False,
+    profile_uid: str | None = None,
+) -> NamespaceVerdict:
     """May Profile `profile` manage this namespace?
 
     Yes if it does not exist yet, or kftenancy created it for this Profile, or its
     owner opted in with the annotation `kftenancy.dev/adopt: <profile>`. Otherwise no.
+    With `upstream` (Kubeflow's profile-controller creates namespaces), the namespace
+    must exist and be owned (ownerReference) by this Profile; until then we wait.
     """
+    if upstream:
+        if namespace is None:
+            return NamespaceVerdict(
+                False,
+                reason="WaitingForNamespace",
+                message=(
+                    f"waiting for Kubeflow's profile-controller to create namespace {profile} "
+                    "(platform.kubeflowProfileController is true)"
+                ),
+            )
+        if _owned_by_profile(namespace, profile, profile_uid) or is_owned(namespace, profile):
+            return NamespaceVerdict(True)
     if namespace is None:
         return NamespaceVerdict(True)
     meta = namespace.get("metadata") or {}

@@ -40,8 +40,8 @@ def uid() -> str:
     return uuid.uuid4().hex[:6]
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 30.0, what: str = "") -> T:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(check: Callable[[], Awaitable[T | None]], within: float = 30.0, what: str = "") -> T:
+    deadline = asyncio.get_running_loop().time() + within
     last: Any = None
     while True:
         try:
@@ -52,7 +52,7 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 
         except AssertionError as err:
             last = err
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {what} (last: {last})")
+            raise AssertionError(f"not true within {within}s: {what} (last: {last})")
         await asyncio.sleep(0.1)
 
 
@@ -108,7 +108,7 @@ async def running(cluster: LocalCluster, policy_name: str, **settings: Any) -> A
     stop = asyncio.Event()
     task = asyncio.create_task(ctl.run(stop))
     try:
-        await eventually(lambda: _ready(ctl, task), timeout=60, what="controller ready")
+        await eventually(lambda: _ready(ctl, task), within=60, what="controller ready")
         yield ctl
     finally:
         stop.set()
@@ -142,20 +142,20 @@ async def ready_condition(kube: Kube, name: str) -> dict[str, Any] | None:
     return None
 
 
-async def wait_ready(kube: Kube, name: str, timeout: float = 30) -> dict[str, Any]:
+async def wait_ready(kube: Kube, name: str, within: float = 30) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         cond = await ready_condition(kube, name)
         return cond if cond and cond["status"] == "True" else None
 
-    return await eventually(check, timeout, f"Profile {name} Ready")
+    return await eventually(check, within, f"Profile {name} Ready")
 
 
-async def wait_reason(kube: Kube, name: str, reason: str, timeout: float = 30) -> dict[str, Any]:
+async def wait_reason(kube: Kube, name: str, reason: str, within: float = 30) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         cond = await ready_condition(kube, name)
         return cond if cond and cond["reason"] == reason else None
 
-    return await eventually(check, timeout, f"Profile {name} reason {reason}")
+    return await eventually(check, within, f"Profile {name} reason {reason}")
 
 
 async def desired_for(kube: Kube, policy_name: str, name: str) -> list[dict[str, Any]]:
@@ -178,9 +178,9 @@ async def onboard(kube: Kube, policy_name: str, user: str) -> str:
     return result.name
 
 
-async def settle(ctl: Controller, quiet: float = 1.0, timeout: float = 60) -> None:
+async def settle(ctl: Controller, quiet: float = 1.0, within: float = 60) -> None:
     """Wait until the controller has made no writes for `quiet` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     last, since = ctl.kube.writes.total, asyncio.get_running_loop().time()
     while asyncio.get_running_loop().time() - since < quiet:
         await asyncio.sleep(0.1)
@@ -237,17 +237,15 @@ async def test_deleted_and_edited_objects_are_repaired_and_unrelated_ones_left_a
 ) -> None:
     name = await onboard(kube, policy_name, f"dora-{uid()}")
     await wait_ready(kube, name)
-    await kube.create(configmap("mine", name, {"k": "v"}))
+    mine = await kube.create(configmap("mine", name, {"k": "v"}))
     await kube.delete("rbac.authorization.k8s.io/v1", "RoleBinding", "default-editor", name)
     await kube.patch_merge("v1", "ResourceQuota", "kf-resource-quota", {"spec": {"hard": {"cpu": "1"}}}, namespace=name)
-    await kube.patch_merge("v1", "Namespace", name, {"metadata": {"labels": {c.LABEL_TENANT: "someone"}}})
+    await kube.patch_merge("v1", "Namespace", name, {"metadata": {"annotations": {"owner": "mallory"}}})
     desired = await desired_for(kube, policy_name, name)
     await eventually(lambda: in_sync(kube, desired), what="drift repaired")
     cm = await kube.get("v1", "ConfigMap", "mine", name)
     assert cm is not None and cm["data"] == {"k": "v"}
-    assert not any(
-        e["manager"] == c.FIELD_MANAGER for e in cm["metadata"].get("managedFields") or []
-    )
+    assert cm["metadata"]["resourceVersion"] == mine["metadata"]["resourceVersion"]  # untouched
 
 
 async def test_an_unchanged_resync_makes_zero_writes(
@@ -466,7 +464,7 @@ async def test_killing_the_controller_mid_reconcile_converges_without_duplicates
     await second.kube.close()
     async with running(cluster, policy_name):
         for n in names:
-            await wait_ready(kube, n, timeout=60)
+            await wait_ready(kube, n, within=60)
             desired = await desired_for(kube, policy_name, n)
             owned = await controller.reconciler.observe(n, desired)
             keys = [key_of(o) for o in owned]
@@ -515,3 +513,27 @@ async def test_only_one_replica_leads(kube: Kube) -> None:
     await asyncio.wait_for(waiting, 10)
     assert b.leading
     await kube.delete("v1", "Namespace", ns)
+
+
+async def test_an_invalid_policy_change_is_reported_and_the_last_valid_one_kept(
+    kube: Kube, controller: Controller, policy_name: str
+) -> None:
+    name = await onboard(kube, policy_name, f"max-{uid()}")
+    await wait_ready(kube, name)
+    good = controller.policy
+    bad = policy_spec(gpu={"taint": {"key": "workload", "value": "ai-ml"}, "allowedTolerations": [{"key": "workload", "operator": "Exists"}]})
+    await kube.apply({"apiVersion": POLICY_API, "kind": c.POLICY_KIND, "metadata": {"name": policy_name}, "spec": bad})
+
+    async def reported() -> bool:
+        events = await kube.list("v1", "Event", namespace="default")
+        return any(e["involvedObject"]["name"] == policy_name and e["reason"] == "InvalidPolicy" and "allowedTolerations" in e["message"] for e in events)
+
+    try:
+        await eventually(reported, what="InvalidPolicy event")
+        assert controller.policy == good
+        await controller.resync()
+        await settle(controller, quiet=0.5)
+        cond = await ready_condition(kube, name)
+        assert cond is not None and cond["status"] == "True"
+    finally:
+        await set_policy(kube, controller, policy_name, policy_spec())

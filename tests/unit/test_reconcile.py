@@ -236,3 +236,18 @@ def test_condition_transition_time_moves_only_on_status_flip() -> None:
     flipped = conditions_status([Condition("Ready", True, "Ready")], first, now=later, generation=1)
     assert flipped[0]["lastTransitionTime"] == "2026-01-03T00:00:00Z"
     assert conditions_changed(same, first) and not conditions_changed(same, same)
+
+
+def test_with_upstream_profile_controller_we_wait_for_its_namespace() -> None:
+    v = namespace_verdict(None, "alice", upstream=True)
+    assert not v.allowed and v.reason == "WaitingForNamespace"
+
+
+def test_with_upstream_its_namespace_for_this_profile_is_accepted_and_others_are_not() -> None:
+    upstream_ns = ns(labels={})
+    upstream_ns["metadata"]["ownerReferences"] = [
+        {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "name": "alice", "uid": "u1", "controller": True}
+    ]
+    assert namespace_verdict(upstream_ns, "alice", upstream=True, profile_uid="u1").allowed
+    assert not namespace_verdict(upstream_ns, "alice", upstream=True, profile_uid="u2").allowed
+    assert not namespace_verdict(upstream_ns, "alice", upstream=False).allowed

@@ -332,7 +332,12 @@ def register(app: typer.Typer) -> None:
             for prof in await kube.list(PROFILE_API_VERSION, c.PROFILE_KIND):
                 name = prof["metadata"]["name"]
                 try:
-                    verdict = namespace_verdict(await kube.get("v1", "Namespace", name), name)
+                    verdict = namespace_verdict(
+                        await kube.get("v1", "Namespace", name),
+                        name,
+                        upstream=pol.platform.kubeflow_profile_controller,
+                        profile_uid=prof["metadata"].get("uid"),
+                    )
                     if not verdict.allowed:
                         out[name] = {"refused": verdict.message}
                         continue

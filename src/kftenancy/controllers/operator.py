@@ -10,7 +10,6 @@ re-queues every tenant; OpenShift Users onboard and offboard.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -111,12 +110,17 @@ class Controller:
         self.kube.writes.hook = self.metrics.count_write
         self._now = now
         self.policy: TenancyPolicySpec = policy or TenancyPolicySpec()
+        self.policy_error: str | None = None
         self._policy_rv: str | None = None
         self.queue = WorkQueue(
             base_delay=settings.retry_base_seconds, max_delay=settings.retry_max_seconds
         )
         self.reconciler = TenantReconciler(
-            self.kube, lambda: self.policy, now=now, event_namespace=settings.event_namespace
+            self.kube,
+            lambda: self.policy,
+            now=now,
+            event_namespace=settings.event_namespace,
+            policy_error=lambda: self.policy_error,
         )
         self.profiles: set[str] = set()
         self.ready = asyncio.Event()  # set once kopf watches and workers run
@@ -143,6 +147,10 @@ class Controller:
             new = load_policy(obj)
         except ValidationError as err:
             msg = describe_validation_error(err, f"TenancyPolicy {self.settings.policy_name}")
+            if self._policy_rv is None:
+                self.policy_error = msg  # never had a valid one: reconcile nothing
+                for name in self.profiles:
+                    self.queue.add(name)
             log.error("invalid policy, keeping the last valid one: %s", msg)
             await self.reconciler.event(obj, reason="InvalidPolicy", message=msg, warning=True)
             return False
@@ -150,10 +158,14 @@ class Controller:
             return False
         self._policy_rv = str(obj.get("metadata", {}).get("resourceVersion"))
         self.policy = new
+        self.policy_error = None
         log.info("policy loaded", extra={"policy": new.model_dump(mode="json", by_alias=True)})
-        await self.apply_platform()
         for name in self.profiles:
             self.queue.add(name)
+        try:
+            await self.apply_platform()
+        except (ApiError, KftenancyError, OSError) as err:
+            log.error("platform objects: %s", err)
         return True
 
     async def apply_platform(self) -> int:

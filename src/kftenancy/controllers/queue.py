@@ -8,7 +8,10 @@ A failed key is retried after `backoff(failures)`; success resets its failure co
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("kftenancy.queue")
 
 
 def backoff(failures: int, *, base: float = 0.5, cap: float = 300.0) -> float:
@@ -68,6 +71,7 @@ class WorkQueue:
             try:
                 ok = await handle(key)
             except Exception:
+                log.exception("work item %s failed", key)
                 ok = False
             finally:
                 self._active.discard(key)

@@ -95,8 +95,10 @@ class TenantReconciler:
         *,
         now: Callable[[], datetime],
         event_namespace: str = "default",
+        policy_error: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.kube = kube
+        self._policy_error = policy_error
         self._policy = policy
         self._now = now
         self._event_namespace = event_namespace
@@ -242,6 +244,10 @@ class TenantReconciler:
                 await self.offboard(name, profile)
                 await self._set_finalizer(profile, present=False)
             return Result(name, True, "Offboarded")
+        policy_error = self._policy_error()
+        if policy_error is not None:
+            await self.record(profile, [Condition(READY, False, "InvalidPolicy", policy_error)])
+            return Result(name, False, "InvalidPolicy")
 
         try:
             desired = await self.desired_for(profile)
@@ -255,16 +261,21 @@ class TenantReconciler:
             return Result(name, True, "RenderFailed", status_written=written)
 
         ns = await self.kube.get("v1", "Namespace", name)
-        verdict = namespace_verdict(ns, name)
+        upstream = self._policy().platform.kubeflow_profile_controller
+        verdict = namespace_verdict(
+            ns, name, upstream=upstream, profile_uid=profile["metadata"].get("uid")
+        )
         if not verdict.allowed:
             written = await self.record(
                 profile, [Condition(READY, False, verdict.reason, verdict.message)]
             )
-            return Result(name, True, verdict.reason, status_written=written)
+            # Waiting for upstream's namespace resolves itself: retry with backoff.
+            ok = verdict.reason != "WaitingForNamespace"
+            return Result(name, ok, verdict.reason, status_written=written)
 
         await self._set_finalizer(profile, present=True)
         observed = await self.observe(name, desired)
-        if ns is not None and not is_owned(ns):
+        if ns is not None and not is_owned(ns) and verdict.adopting:
             observed.append(ns)  # adopting: compare with what is there
         try:
             p = plan(desired, observed)

@@ -278,6 +278,24 @@ class Kube:
         )
         return _plain(got)
 
+    async def apply_as(self, obj: Obj, field_manager: str) -> Obj:
+        """Server-side apply under another field manager (tools and tests that stand in
+        for other controllers; kftenancy itself always uses `apply`)."""
+        k = await self.kind(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        kwargs: dict[str, Any] = {"namespace": meta["namespace"]} if k.namespaced else {}
+        self.writes.add("apply", obj["kind"])
+        got = await self._client.patch(
+            k.resource,
+            meta["name"],
+            obj,
+            patch_type=PatchType.APPLY,
+            field_manager=field_manager,
+            force=True,
+            **kwargs,
+        )
+        return _plain(got)
+
     async def apply_status(self, obj: Obj) -> Obj:
         """Server-side apply to the status subresource (apiVersion, kind, name, status)."""
         k = await self.kind(obj["apiVersion"], obj["kind"])
