@@ -199,16 +199,24 @@ def _related(a: FieldPath, b: FieldPath) -> bool:
     return a[:n] == b[:n]
 
 
+def _server_managed(desired: Mapping[str, Any]) -> set[str]:
+    """Top-level fields the API server's own controllers fill in, whatever we send: the
+    rules of an aggregated ClusterRole belong to the aggregation controller."""
+    if desired.get("kind") == "ClusterRole" and desired.get("aggregationRule"):
+        return {"rules"}
+    return set()
+
+
 def drift(
     desired: Mapping[str, Any], observed: Mapping[str, Any], manager: str = c.FIELD_MANAGER
 ) -> list[str]:
     """Dotted paths of fields we own that differ from what we want; [] means in sync."""
-    paths = value_drift(
-        {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "status")},
-        observed,
-    )
+    skip = {"apiVersion", "kind", "status", *_server_managed(desired)}
+    paths = value_drift({k: v for k, v in desired.items() if k not in skip}, observed)
     wanted = desired_paths(desired)
     for owned in sorted(owned_paths(observed, manager)):
+        if owned[0] in skip:
+            continue
         if not any(_related(owned, w) for w in wanted):
             paths.append(owned)
     return sorted({".".join(p) for p in paths})

@@ -101,6 +101,7 @@ async def running(cluster: LocalCluster, policy_name: str, **settings: Any) -> A
             policy_name=policy_name,
             metrics_port=settings.pop("metrics_port", 0),
             leader_election=False,
+            apply_platform=False,  # see the `controller` fixture
             resync_seconds=settings.pop("resync_seconds", 3600),
             **settings,
         )
@@ -127,6 +128,15 @@ async def _ready(ctl: Controller, task: asyncio.Task[None]) -> bool:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def controller(cluster: LocalCluster, policy_name: str) -> AsyncIterator[Controller]:
     async with running(cluster, policy_name) as ctl:
+        # Platform objects (the kubeflow-admin/edit/view ClusterRoles the access tests
+        # need, RBAC, CRDs) once, without the webhook configurations: they point at an
+        # in-cluster Service the lab does not have and would break every later write.
+        try:
+            assert await ctl.apply_platform() > 0
+            assert await ctl.apply_platform() == 0  # in sync: nothing to write
+        finally:
+            for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+                await ctl.kube.delete("admissionregistration.k8s.io/v1", kind, "kftenancy")
         yield ctl
 
 
@@ -451,7 +461,7 @@ async def test_killing_the_controller_mid_reconcile_converges_without_duplicates
     second = Controller(
         ControllerSettings(
             kubeconfig=str(cluster.admin_kubeconfig), policy_name=policy_name,
-            metrics_port=0, leader_election=False, resync_seconds=3600,
+            metrics_port=0, leader_election=False, resync_seconds=3600, apply_platform=False,
         )
     )  # fmt: skip
     stop = asyncio.Event()

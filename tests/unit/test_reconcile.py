@@ -251,3 +251,18 @@ def test_with_upstream_its_namespace_for_this_profile_is_accepted_and_others_are
     assert namespace_verdict(upstream_ns, "alice", upstream=True, profile_uid="u1").allowed
     assert not namespace_verdict(upstream_ns, "alice", upstream=True, profile_uid="u2").allowed
     assert not namespace_verdict(upstream_ns, "alice", upstream=False).allowed
+
+
+def test_rules_of_an_aggregated_cluster_role_belong_to_the_aggregation_controller() -> None:
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "kubeflow-admin", "labels": dict(OURS)},
+        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"a": "b"}}]},
+        "rules": [],
+    }
+    have = live(role)
+    have["rules"] = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]
+    assert drift(role, have) == []
+    del have["rules"]
+    assert drift(role, have) == []

@@ -208,6 +208,14 @@ def register(app: typer.Typer) -> None:
         lease_namespace: Annotated[
             str | None, typer.Option(envvar="KFTENANCY_LEASE_NAMESPACE")
         ] = None,
+        apply_platform: Annotated[
+            bool,
+            typer.Option(
+                envvar="KFTENANCY_APPLY_PLATFORM",
+                help="Apply the platform objects (CRDs, RBAC, webhook configuration) at start "
+                "and on policy change; off when a chart or GitOps owns them.",
+            ),
+        ] = True,
         event_namespace: Annotated[
             str, typer.Option(envvar="KFTENANCY_EVENT_NAMESPACE")
         ] = "default",
@@ -229,6 +237,7 @@ def register(app: typer.Typer) -> None:
             tls_cert=tls_cert,
             tls_key=tls_key,
             leader_election=leader_election,
+            apply_platform=apply_platform,
             lease_namespace=lease_namespace,
             event_namespace=event_namespace,
         )

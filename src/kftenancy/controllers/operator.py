@@ -55,6 +55,7 @@ class ControllerSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     leader_election: bool = True
+    apply_platform: bool = True  # platform_objects at start and on policy change
     lease_name: str = "kftenancy-controller"
     lease_namespace: str | None = None  # default: policy.platform.namespace
     identity: str = f"{socket.gethostname()}-{os.getpid()}"
@@ -162,6 +163,8 @@ class Controller:
         log.info("policy loaded", extra={"policy": new.model_dump(mode="json", by_alias=True)})
         for name in self.profiles:
             self.queue.add(name)
+        if not self.settings.apply_platform:
+            return True
         try:
             await self.apply_platform()
         except (ApiError, KftenancyError, OSError) as err:
