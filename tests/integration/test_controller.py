@@ -131,6 +131,9 @@ async def controller(cluster: LocalCluster, policy_name: str) -> AsyncIterator[C
         # Platform objects (the kubeflow-admin/edit/view ClusterRoles the access tests
         # need, RBAC, CRDs) once, without the webhook configurations: they point at an
         # in-cluster Service the lab does not have and would break every later write.
+        # The mesh's namespace exists wherever Istio is installed (gateway policies go there).
+        if await ctl.kube.get("v1", "Namespace", "istio-system") is None:
+            await ctl.kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}})
         try:
             assert await ctl.apply_platform() > 0
             assert await ctl.apply_platform() == 0  # in sync: nothing to write
