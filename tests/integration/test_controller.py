@@ -457,35 +457,6 @@ async def test_metrics_and_health_are_served_over_tls(cluster: LocalCluster, pol
     assert "# TYPE kftenancy_api_writes_total counter" in text
 
 
-async def test_killing_the_controller_mid_reconcile_converges_without_duplicates_or_orphans(
-    cluster: LocalCluster, kube: Kube, policy_name: str, controller: Controller
-) -> None:
-    # The module's controller keeps running too: two writers racing is harsher than one.
-    second = Controller(
-        ControllerSettings(
-            kubeconfig=str(cluster.admin_kubeconfig), policy_name=policy_name,
-            metrics_port=0, leader_election=False, resync_seconds=3600, apply_platform=False,
-        )
-    )  # fmt: skip
-    stop = asyncio.Event()
-    task = asyncio.create_task(second.run(stop))
-    names = [await onboard(kube, policy_name, f"kim-{uid()}-{i}") for i in range(5)]
-    await eventually(lambda: _true(second.kube.writes.total > 3), what="second controller writing")
-    task.cancel()  # killed mid-reconcile, no graceful stop
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    await second.kube.close()
-    async with running(cluster, policy_name):
-        for n in names:
-            await wait_ready(kube, n, within=60)
-            desired = await desired_for(kube, policy_name, n)
-            owned = await controller.reconciler.observe(n, desired)
-            keys = [key_of(o) for o in owned]
-            assert len(keys) == len(set(keys))
-            assert set(keys) == {key_of(o) for o in desired}
-            assert await in_sync(kube, desired)
-
-
 async def set_policy(kube: Kube, controller: Controller, name: str, spec: dict[str, Any]) -> None:
     await kube.apply({"apiVersion": POLICY_API, "kind": c.POLICY_KIND, "metadata": {"name": name}, "spec": spec})
     want = load_policy(spec)
