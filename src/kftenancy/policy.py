@@ -338,6 +338,21 @@ class Mesh(Model):
     trust_domain: str = "cluster.local"
     ingress_gateway: IngressGateway = Field(default_factory=IngressGateway)
     ext_authz_timeout: str = Field(default="2s", pattern=r"^\d+(\.\d+)?(ms|s)$")
+    header_forwarders: list[str] = Field(
+        default_factory=lambda: ["ml-pipeline-ui"],
+        description=(
+            "ServiceAccounts in the Kubeflow namespace that forward a user's identity header "
+            "to tenant services (upstream: the Pipelines UI); tenant policies trust them "
+            "like the ingress gateway."
+        ),
+    )
+    notebook_culler: str | None = Field(
+        default="notebook-controller-service-account",
+        description=(
+            "ServiceAccount in the Kubeflow namespace allowed to GET */api/kernels of "
+            "notebooks (idle culling); null disables the rule."
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------- resources

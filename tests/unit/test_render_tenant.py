@@ -262,9 +262,11 @@ def test_owner_authorization_policy_matches_upstream_shape() -> None:
     policy = load_policy({"identity": {"userPrefix": "accounts.google.com:"}})
     ap = _one(tenant_objects(policy, PROFILE), "AuthorizationPolicy", "ns-owner-access-istio")
     assert ap["spec"]["action"] == "ALLOW"
-    gateway, same_ns, probes = ap["spec"]["rules"]
+    assert ap["metadata"]["annotations"] == {"user": "alice@example.com", "role": "admin"}
+    gateway, same_ns, probes, culling = ap["spec"]["rules"]
     assert gateway["from"][0]["source"]["principals"] == [
-        "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+        "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+        "cluster.local/ns/kubeflow/sa/ml-pipeline-ui",
     ]
     assert gateway["when"] == [
         {
@@ -274,6 +276,29 @@ def test_owner_authorization_policy_matches_upstream_shape() -> None:
     ]
     assert same_ns == {"from": [{"source": {"namespaces": ["alice"]}}]}
     assert probes == {"to": [{"operation": {"paths": ["/healthz", "/metrics", "/wait-for-drain"]}}]}
+    assert culling == {
+        "from": [
+            {
+                "source": {
+                    "principals": [
+                        "cluster.local/ns/kubeflow/sa/notebook-controller-service-account"
+                    ]
+                }
+            }
+        ],
+        "to": [{"operation": {"methods": ["GET"], "paths": ["*/api/kernels"]}}],
+    }
+
+
+def test_header_forwarders_and_culler_follow_the_policy() -> None:
+    policy = load_policy(
+        {"mesh": {"headerForwarders": [], "notebookCuller": None, "trustDomain": "corp.local"}}
+    )
+    ap = _one(tenant_objects(policy, PROFILE), "AuthorizationPolicy", "ns-owner-access-istio")
+    assert len(ap["spec"]["rules"]) == 3
+    assert ap["spec"]["rules"][0]["from"][0]["source"]["principals"] == [
+        "corp.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+    ]
 
 
 def test_serverless_policy_is_narrower_than_allow_all() -> None:

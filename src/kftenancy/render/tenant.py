@@ -57,6 +57,19 @@ def _gateway_principal(policy: TenancyPolicySpec) -> str:
     return f"{policy.mesh.trust_domain}/ns/{gw.namespace}/sa/{gw.service_account}"
 
 
+def _kubeflow_principal(policy: TenancyPolicySpec, service_account: str) -> str:
+    ns = policy.platform.kubeflow_namespace
+    return f"{policy.mesh.trust_domain}/ns/{ns}/sa/{service_account}"
+
+
+def _forwarder_principals(policy: TenancyPolicySpec) -> list[str]:
+    """The ingress gateway and the Kubeflow apps that forward the user header (KFP UI)."""
+    return [
+        _gateway_principal(policy),
+        *(_kubeflow_principal(policy, sa) for sa in policy.mesh.header_forwarders),
+    ]
+
+
 def _header_key(header: str) -> str:
     return f"request.headers[{header}]"
 
@@ -177,7 +190,8 @@ def _probe_rule(policy: TenancyPolicySpec) -> dict[str, Any]:
 
 
 def _gateway_rule(policy: TenancyPolicySpec, kind: str, name: str) -> dict[str, Any]:
-    """A rule admitting requests for one user or group, only from the ingress gateway.
+    """A rule admitting requests for one user or group, only from the ingress gateway
+    (and the Kubeflow apps in `mesh.headerForwarders`, which pass the user's header on).
 
     Users: the user header must equal prefix + user id (upstream Kubeflow's rule).
     Groups: with the gateway's identity token on, the verified token's `groups` claim
@@ -188,7 +202,7 @@ def _gateway_rule(policy: TenancyPolicySpec, kind: str, name: str) -> dict[str, 
     (fails closed; Kubernetes API access still comes from the group's RoleBinding).
     """
     ident = policy.identity
-    source: dict[str, Any] = {"principals": [_gateway_principal(policy)]}
+    source: dict[str, Any] = {"principals": _forwarder_principals(policy)}
     if kind == "User":
         when = {"key": _header_key(ident.user_header), "values": [ident.user_prefix + name]}
     elif ident.identity_token.enabled:
@@ -203,13 +217,29 @@ def _gateway_rule(policy: TenancyPolicySpec, kind: str, name: str) -> dict[str, 
 
 
 def owner_authorization_policy(policy: TenancyPolicySpec, profile: Profile) -> dict[str, Any]:
-    """`ns-owner-access-istio`: the owner via the gateway, the namespace itself, probes."""
+    """`ns-owner-access-istio`, as upstream: the owner through the gateway (or the KFP UI),
+    the namespace itself, the probe paths, and notebook culling's GET */api/kernels."""
     owner = profile.owner
     same_namespace = {"from": [{"source": {"namespaces": [profile.name]}}]}
+    rules = [_gateway_rule(policy, owner.kind, owner.name), same_namespace, _probe_rule(policy)]
+    if policy.mesh.notebook_culler:
+        rules.append(
+            {
+                "from": [
+                    {
+                        "source": {
+                            "principals": [_kubeflow_principal(policy, policy.mesh.notebook_culler)]
+                        }
+                    }
+                ],
+                "to": [{"operation": {"methods": ["GET"], "paths": ["*/api/kernels"]}}],
+            }
+        )
     return authorization_policy(
         profile,
         c.AUTHZ_OWNER,
-        [_gateway_rule(policy, owner.kind, owner.name), same_namespace, _probe_rule(policy)],
+        rules,
+        {c.ANN_BINDING_USER: owner.name, c.ANN_BINDING_ROLE: "admin"},
     )
 
 
