@@ -131,6 +131,16 @@ def pod(ns: str, name: str, account: str = "default", **spec: Any) -> dict[str, 
     }
 
 
+async def create_pairs(client: AsyncClient, n: int, tag: str) -> tuple[list[float], list[float]]:
+    """n tenant pods (role account) and n non-tenant pods, interleaved one by one."""
+    tenant: list[float] = []
+    other: list[float] = []
+    for i in range(n):
+        tenant += await create_pods(client, TENANT, "default-editor", 1, f"{tag}-{i}")
+        other += await create_pods(client, OTHER, "default", 1, f"{tag}-{i}")
+    return tenant, other
+
+
 async def create_pods(client: AsyncClient, ns: str, account: str, n: int, tag: str) -> list[float]:
     took = []
     for i in range(n):
@@ -391,29 +401,28 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
             # Alternate rounds without and with the webhook, so drift in the machine's
             # load hits both sides alike.
             for r in range(args.rounds):
-                baseline_tenant += await create_pods(
-                    admin, TENANT, "default-editor", args.pods, f"b{r}"
-                )
-                baseline_other += await create_pods(admin, OTHER, "default", args.pods, f"b{r}")
+                tenant, other = await create_pairs(admin, args.pods, f"b{r}")
+                baseline_tenant += tenant
+                baseline_other += other
                 for obj in configs:
                     await admin.create(codecs.from_dict(obj))
                 await until_called(admin, True)
-                hooked_tenant += await create_pods(
-                    admin, TENANT, "default-editor", args.pods, f"h{r}"
-                )
-                hooked_other += await create_pods(admin, OTHER, "default", args.pods, f"h{r}")
+                await create_pairs(admin, 5, f"w{r}")  # the API server's first calls
+                tenant, other = await create_pairs(admin, args.pods, f"h{r}")
+                hooked_tenant += tenant
+                hooked_other += other
                 if r < args.rounds - 1:
                     await admin.delete(MutatingWebhookConfiguration, "kftenancy")
                     await admin.delete(ValidatingWebhookConfiguration, "kftenancy")
                     await until_called(admin, False)
-            sample = await admin.get(Pod, "h0-0", namespace=TENANT)
+            sample = await admin.get(Pod, "h0-0-0", namespace=TENANT)
             assert any(v.name == c.WEB_IDENTITY_VOLUME for v in sample.spec.volumes or []), (
                 "not injected"
             )
 
             print(
                 f"\nend to end, {args.rounds} x {args.pods} sequential pod creates per case, "
-                "alternating (kube-apiserver + etcd, loopback):"
+                "interleaved, alternating rounds (kube-apiserver + etcd, loopback):"
             )
             print(f"{'':32} {'p50':>10} {'p99':>10} {'mean':>10}")
             rows = [
