@@ -40,7 +40,9 @@ def uid() -> str:
     return uuid.uuid4().hex[:6]
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], within: float = 30.0, what: str = "") -> T:
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], within: float = 30.0, what: str = ""
+) -> T:
     deadline = asyncio.get_running_loop().time() + within
     last: Any = None
     while True:
@@ -57,7 +59,12 @@ async def eventually(check: Callable[[], Awaitable[T | None]], within: float = 3
 
 
 def configmap(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}, "data": data}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": data,
+    }
 
 
 def policy_spec(**extra: Any) -> dict[str, Any]:
@@ -81,7 +88,12 @@ async def kube(cluster: LocalCluster) -> AsyncIterator[Kube]:
 async def policy_name(kube: Kube) -> AsyncIterator[str]:
     name = f"ctl-{uid()}"
     await kube.apply(
-        {"apiVersion": POLICY_API, "kind": c.POLICY_KIND, "metadata": {"name": name}, "spec": policy_spec()}
+        {
+            "apiVersion": POLICY_API,
+            "kind": c.POLICY_KIND,
+            "metadata": {"name": name},
+            "spec": policy_spec(),
+        }
     )
     yield name
     await kube.delete(POLICY_API, c.POLICY_KIND, name)
@@ -94,7 +106,9 @@ async def current_policy(kube: Kube, name: str) -> TenancyPolicySpec:
 
 
 @contextlib.asynccontextmanager
-async def running(cluster: LocalCluster, policy_name: str, **settings: Any) -> AsyncIterator[Controller]:
+async def running(
+    cluster: LocalCluster, policy_name: str, **settings: Any
+) -> AsyncIterator[Controller]:
     ctl = Controller(
         ControllerSettings(
             kubeconfig=str(cluster.admin_kubeconfig),
@@ -133,7 +147,9 @@ async def controller(cluster: LocalCluster, policy_name: str) -> AsyncIterator[C
         # in-cluster Service the lab does not have and would break every later write.
         # The mesh's namespace exists wherever Istio is installed (gateway policies go there).
         if await ctl.kube.get("v1", "Namespace", "istio-system") is None:
-            await ctl.kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}})
+            await ctl.kube.create(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}
+            )
         try:
             assert await ctl.apply_platform() > 0
             assert await ctl.apply_platform() == 0  # in sync: nothing to write
@@ -252,8 +268,12 @@ async def test_deleted_and_edited_objects_are_repaired_and_unrelated_ones_left_a
     await wait_ready(kube, name)
     mine = await kube.create(configmap("mine", name, {"k": "v"}))
     await kube.delete("rbac.authorization.k8s.io/v1", "RoleBinding", "default-editor", name)
-    await kube.patch_merge("v1", "ResourceQuota", "kf-resource-quota", {"spec": {"hard": {"cpu": "1"}}}, namespace=name)
-    await kube.patch_merge("v1", "Namespace", name, {"metadata": {"annotations": {"owner": "mallory"}}})
+    await kube.patch_merge(
+        "v1", "ResourceQuota", "kf-resource-quota", {"spec": {"hard": {"cpu": "1"}}}, namespace=name
+    )
+    await kube.patch_merge(
+        "v1", "Namespace", name, {"metadata": {"annotations": {"owner": "mallory"}}}
+    )
     desired = await desired_for(kube, policy_name, name)
     await eventually(lambda: in_sync(kube, desired), what="drift repaired")
     cm = await kube.get("v1", "ConfigMap", "mine", name)
@@ -272,7 +292,10 @@ async def test_an_unchanged_resync_makes_zero_writes(
     reconciled = controller.reconciled
     await controller.resync()
     await eventually(
-        lambda: _true(controller.reconciled >= reconciled + len(controller.profiles) and not len(controller.queue)),
+        lambda: _true(
+            controller.reconciled >= reconciled + len(controller.profiles)
+            and not len(controller.queue)
+        ),
         what="resync processed",
     )
     await settle(controller, quiet=0.5)
@@ -316,7 +339,13 @@ async def test_a_foreign_namespace_is_refused_then_adopted_after_opt_in(
     kube: Kube, controller: Controller, policy_name: str
 ) -> None:
     name = f"legacy-{uid()}"
-    await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"team": "x"}}})
+    await kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"team": "x"}},
+        }
+    )
     await kube.create(configmap("data", name, {"k": "v"}))
     await kube.create(
         {
@@ -333,7 +362,9 @@ async def test_a_foreign_namespace_is_refused_then_adopted_after_opt_in(
     ns = await kube.get("v1", "Namespace", name)
     assert ns is not None and c.LABEL_MANAGED_BY not in ns["metadata"].get("labels", {})
 
-    await kube.patch_merge("v1", "Namespace", name, {"metadata": {"annotations": {c.ANN_ADOPT: name}}})
+    await kube.patch_merge(
+        "v1", "Namespace", name, {"metadata": {"annotations": {c.ANN_ADOPT: name}}}
+    )
     await wait_ready(kube, name)
     ns = await kube.get("v1", "Namespace", name)
     assert ns is not None and ns["metadata"]["labels"][c.LABEL_TENANT] == name
@@ -359,7 +390,12 @@ async def test_an_invalid_profile_gets_a_condition_and_an_event_not_a_crash(
     events = await kube.list("v1", "Event", namespace="default")
     assert any(e["involvedObject"]["name"] == name and e["type"] == "Warning" for e in events)
     # fixing it makes it Ready
-    await kube.patch_merge(PROFILE_API_VERSION, c.PROFILE_KIND, name, {"metadata": {"annotations": {c.ANN_CONTRIBUTORS: "[]"}}})
+    await kube.patch_merge(
+        PROFILE_API_VERSION,
+        c.PROFILE_KIND,
+        name,
+        {"metadata": {"annotations": {c.ANN_CONTRIBUTORS: "[]"}}},
+    )
     await wait_ready(kube, name)
 
 
@@ -417,7 +453,10 @@ async def test_deleting_a_profile_offboards_through_the_finalizer(
     await eventually(lambda: _gone(kube, name), what="Profile gone")
     ns = await kube.get("v1", "Namespace", name)
     assert ns is not None and c.ANN_OFFBOARDED_AT in ns["metadata"]["annotations"]
-    assert await kube.get("security.istio.io/v1", "AuthorizationPolicy", "ns-owner-access-istio", name) is None
+    assert (
+        await kube.get("security.istio.io/v1", "AuthorizationPolicy", "ns-owner-access-istio", name)
+        is None
+    )
     assert await kube.get("v1", "ResourceQuota", "kf-resource-quota", name) is not None
 
 
@@ -425,7 +464,14 @@ async def test_openshift_users_are_onboarded_and_offboarded(
     kube: Kube, controller: Controller, policy_name: str
 ) -> None:
     user = f"ivy-{uid()}"
-    await kube.create({"apiVersion": "user.openshift.io/v1", "kind": "User", "metadata": {"name": user}, "groups": []})
+    await kube.create(
+        {
+            "apiVersion": "user.openshift.io/v1",
+            "kind": "User",
+            "metadata": {"name": user},
+            "groups": [],
+        }
+    )
     await wait_ready(kube, user)
     await kube.delete("user.openshift.io/v1", "User", user)
     await eventually(lambda: _gone(kube, user), what="Profile of deleted User gone")
@@ -433,7 +479,9 @@ async def test_openshift_users_are_onboarded_and_offboarded(
     assert ns is not None and c.ANN_OFFBOARDED_AT in ns["metadata"]["annotations"]
 
 
-async def test_metrics_and_health_are_served_over_tls(cluster: LocalCluster, policy_name: str, kube: Kube) -> None:
+async def test_metrics_and_health_are_served_over_tls(
+    cluster: LocalCluster, policy_name: str, kube: Kube
+) -> None:
     import socket
 
     with socket.socket() as s:
@@ -458,7 +506,9 @@ async def test_metrics_and_health_are_served_over_tls(cluster: LocalCluster, pol
 
 
 async def set_policy(kube: Kube, controller: Controller, name: str, spec: dict[str, Any]) -> None:
-    await kube.apply({"apiVersion": POLICY_API, "kind": c.POLICY_KIND, "metadata": {"name": name}, "spec": spec})
+    await kube.apply(
+        {"apiVersion": POLICY_API, "kind": c.POLICY_KIND, "metadata": {"name": name}, "spec": spec}
+    )
     want = load_policy(spec)
     await eventually(lambda: _true(controller.policy == want), what="controller has the new policy")
 
@@ -487,8 +537,20 @@ async def test_retention_over_deletes_the_offboarded_namespace(
 async def test_only_one_replica_leads(kube: Kube) -> None:
     ns = f"lease-{uid()}"
     await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    a = LeaderElector(Kube(kube.client, writes=WriteCounter()), name="ctl", namespace=ns, identity="a", lease_seconds=3)
-    b = LeaderElector(Kube(kube.client, writes=WriteCounter()), name="ctl", namespace=ns, identity="b", lease_seconds=3)
+    a = LeaderElector(
+        Kube(kube.client, writes=WriteCounter()),
+        name="ctl",
+        namespace=ns,
+        identity="a",
+        lease_seconds=3,
+    )
+    b = LeaderElector(
+        Kube(kube.client, writes=WriteCounter()),
+        name="ctl",
+        namespace=ns,
+        identity="b",
+        lease_seconds=3,
+    )
     await asyncio.wait_for(a.acquire(), 10)
     waiting = asyncio.create_task(b.acquire())
     await asyncio.sleep(2)
@@ -505,12 +567,29 @@ async def test_an_invalid_policy_change_is_reported_and_the_last_valid_one_kept(
     name = await onboard(kube, policy_name, f"max-{uid()}")
     await wait_ready(kube, name)
     good = controller.policy
-    bad = policy_spec(gpu={"taint": {"key": "workload", "value": "ai-ml"}, "allowedTolerations": [{"key": "workload", "operator": "Exists"}]})
-    await kube.apply({"apiVersion": POLICY_API, "kind": c.POLICY_KIND, "metadata": {"name": policy_name}, "spec": bad})
+    bad = policy_spec(
+        gpu={
+            "taint": {"key": "workload", "value": "ai-ml"},
+            "allowedTolerations": [{"key": "workload", "operator": "Exists"}],
+        }
+    )
+    await kube.apply(
+        {
+            "apiVersion": POLICY_API,
+            "kind": c.POLICY_KIND,
+            "metadata": {"name": policy_name},
+            "spec": bad,
+        }
+    )
 
     async def reported() -> bool:
         events = await kube.list("v1", "Event", namespace="default")
-        return any(e["involvedObject"]["name"] == policy_name and e["reason"] == "InvalidPolicy" and "allowedTolerations" in e["message"] for e in events)
+        return any(
+            e["involvedObject"]["name"] == policy_name
+            and e["reason"] == "InvalidPolicy"
+            and "allowedTolerations" in e["message"]
+            for e in events
+        )
 
     try:
         await eventually(reported, what="InvalidPolicy event")

@@ -38,7 +38,14 @@ async def kube(cluster: LocalCluster) -> AsyncIterator[Kube]:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def policy_name(kube: Kube) -> AsyncIterator[str]:
     name = f"restart-{uid()}"
-    await kube.apply({"apiVersion": POLICY_API, "kind": c.POLICY_KIND, "metadata": {"name": name}, "spec": policy_spec()})
+    await kube.apply(
+        {
+            "apiVersion": POLICY_API,
+            "kind": c.POLICY_KIND,
+            "metadata": {"name": name},
+            "spec": policy_spec(),
+        }
+    )
     yield name
     await kube.delete(POLICY_API, c.POLICY_KIND, name)
 
@@ -54,9 +61,13 @@ async def test_killing_the_controller_mid_reconcile_converges_without_duplicates
     )  # fmt: skip
     task = asyncio.create_task(first.run(asyncio.Event()))
     try:
-        await eventually(lambda: _true(first.ready.is_set()), within=60, what="first controller ready")
+        await eventually(
+            lambda: _true(first.ready.is_set()), within=60, what="first controller ready"
+        )
         names = [await onboard(kube, policy_name, f"kim-{uid()}-{i}") for i in range(8)]
-        await eventually(lambda: _true(first.kube.writes.total > 5), within=60, what="first controller writing")
+        await eventually(
+            lambda: _true(first.kube.writes.total > 5), within=60, what="first controller writing"
+        )
     finally:
         task.cancel()  # killed mid-reconcile: no graceful stop
         with contextlib.suppress(asyncio.CancelledError):

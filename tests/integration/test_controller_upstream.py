@@ -46,7 +46,9 @@ async def kube(cluster: LocalCluster) -> AsyncIterator[Kube]:
 async def upstream_controller(cluster: LocalCluster, kube: Kube) -> AsyncIterator[Controller]:
     name = f"up-{uid()}"
     spec = {"platform": {"kubeflowProfileController": True}}
-    await kube.apply({"apiVersion": POLICY_API, "kind": c.POLICY_KIND, "metadata": {"name": name}, "spec": spec})
+    await kube.apply(
+        {"apiVersion": POLICY_API, "kind": c.POLICY_KIND, "metadata": {"name": name}, "spec": spec}
+    )
     async with running(cluster, name) as ctl:
         ctl.test_policy_name = name  # type: ignore[attr-defined]
         yield ctl
@@ -56,14 +58,70 @@ async def upstream_controller(cluster: LocalCluster, kube: Kube) -> AsyncIterato
 async def upstream_creates(kube: Kube, profile: dict[str, Any]) -> None:
     """What Kubeflow's profile-controller creates for a Profile (as an Update, its way)."""
     name, owner = profile["metadata"]["name"], profile["spec"]["owner"]["name"]
-    ref = {"apiVersion": PROFILE_API_VERSION, "kind": c.PROFILE_KIND, "name": name, "uid": profile["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    ref = {
+        "apiVersion": PROFILE_API_VERSION,
+        "kind": c.PROFILE_KIND,
+        "name": name,
+        "uid": profile["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
     objs: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "annotations": {"owner": owner}, "labels": {"app.kubernetes.io/part-of": "kubeflow-profile", "istio-injection": "enabled"}, "ownerReferences": [ref]}},
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default-editor", "namespace": name}},
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default-viewer", "namespace": name}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "namespaceAdmin", "namespace": name, "annotations": {"user": owner, "role": "admin"}}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubeflow-admin"}, "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": owner}]},
-        {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": "ns-owner-access-istio", "namespace": name}, "spec": {"action": "ALLOW", "rules": [{"when": [{"key": "request.headers[kubeflow-userid]", "values": [owner]}]}]}},
-        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "kf-resource-quota", "namespace": name}, "spec": {"hard": {"cpu": "8"}}},
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "annotations": {"owner": owner},
+                "labels": {
+                    "app.kubernetes.io/part-of": "kubeflow-profile",
+                    "istio-injection": "enabled",
+                },
+                "ownerReferences": [ref],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "default-editor", "namespace": name},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "default-viewer", "namespace": name},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {
+                "name": "namespaceAdmin",
+                "namespace": name,
+                "annotations": {"user": owner, "role": "admin"},
+            },
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "kubeflow-admin",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": owner}],
+        },
+        {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": "ns-owner-access-istio", "namespace": name},
+            "spec": {
+                "action": "ALLOW",
+                "rules": [
+                    {"when": [{"key": "request.headers[kubeflow-userid]", "values": [owner]}]}
+                ],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "kf-resource-quota", "namespace": name},
+            "spec": {"hard": {"cpu": "8"}},
+        },
     ]
     for obj in objs:
         await kube.apply_as(obj, UPSTREAM)
@@ -73,7 +131,14 @@ async def test_with_upstream_kftenancy_manages_only_the_rest_without_field_fight
     kube: Kube, upstream_controller: Controller
 ) -> None:
     name = f"kf-{uid()}"
-    await kube.create({"apiVersion": PROFILE_API_VERSION, "kind": c.PROFILE_KIND, "metadata": {"name": name}, "spec": {"owner": {"kind": "User", "name": f"{name}@example.com"}}})
+    await kube.create(
+        {
+            "apiVersion": PROFILE_API_VERSION,
+            "kind": c.PROFILE_KIND,
+            "metadata": {"name": name},
+            "spec": {"owner": {"kind": "User", "name": f"{name}@example.com"}},
+        }
+    )
     await wait_reason(kube, name, "WaitingForNamespace")
     profile = await kube.get(PROFILE_API_VERSION, c.PROFILE_KIND, name)
     assert profile is not None
@@ -81,14 +146,20 @@ async def test_with_upstream_kftenancy_manages_only_the_rest_without_field_fight
     await wait_ready(kube, name, within=60)
     desired = await desired_for(kube, upstream_controller.test_policy_name, name)  # type: ignore[attr-defined]
     kinds = {o["kind"] for o in desired}
-    assert "Namespace" not in kinds and all(o["metadata"]["name"] != "namespaceAdmin" for o in desired)
+    assert "Namespace" not in kinds and all(
+        o["metadata"]["name"] != "namespaceAdmin" for o in desired
+    )
     assert await in_sync(kube, desired)
     await settle(upstream_controller)
 
     # No object has a field owned by both managers.
     everything = [
         *await kube.list("v1", "Namespace"),
-        *[o for kind in ("ServiceAccount", "ResourceQuota", "LimitRange") for o in await kube.list("v1", kind, namespace=name)],
+        *[
+            o
+            for kind in ("ServiceAccount", "ResourceQuota", "LimitRange")
+            for o in await kube.list("v1", kind, namespace=name)
+        ],
         *await kube.list("rbac.authorization.k8s.io/v1", "RoleBinding", namespace=name),
         *await kube.list("security.istio.io/v1", "AuthorizationPolicy", namespace=name),
         *await kube.list("networking.k8s.io/v1", "NetworkPolicy", namespace=name),

@@ -31,7 +31,11 @@ def ns(name: str = "alice", labels: dict[str, str] | None = None, **ann: str) ->
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": name, "labels": dict(OURS if labels is None else labels), "annotations": {"owner": "alice@x", **ann}},
+        "metadata": {
+            "name": name,
+            "labels": dict(OURS if labels is None else labels),
+            "annotations": {"owner": "alice@x", **ann},
+        },
     }
 
 
@@ -48,8 +52,17 @@ def binding(user: str = "alice@x", name: str = "namespaceAdmin") -> dict[str, An
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": {"name": name, "namespace": "alice", "labels": dict(OURS), "annotations": {"user": user, "role": "admin"}},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubeflow-admin"},
+        "metadata": {
+            "name": name,
+            "namespace": "alice",
+            "labels": dict(OURS),
+            "annotations": {"user": user, "role": "admin"},
+        },
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "kubeflow-admin",
+        },
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
     }
 
@@ -67,18 +80,28 @@ def fields_v1(obj: dict[str, Any]) -> dict[str, Any]:
         if k in ("apiVersion", "kind"):
             continue
         if k == "metadata":
-            out["f:metadata"] = {f"f:{mk}": walk(mv) for mk, mv in v.items() if mk not in ("name", "namespace")}
+            out["f:metadata"] = {
+                f"f:{mk}": walk(mv) for mk, mv in v.items() if mk not in ("name", "namespace")
+            }
         else:
             out[f"f:{k}"] = walk(v)
     return out
 
 
-def live(obj: dict[str, Any], *, applied: dict[str, Any] | None = None, **extra_meta: Any) -> dict[str, Any]:
+def live(
+    obj: dict[str, Any], *, applied: dict[str, Any] | None = None, **extra_meta: Any
+) -> dict[str, Any]:
     """What the server returns after we applied `applied` (default: obj) and it stored obj."""
     out = copy.deepcopy(obj)
     out["metadata"].update(uid="u-1", resourceVersion="7", **extra_meta)
     out["metadata"]["managedFields"] = [
-        {"manager": c.FIELD_MANAGER, "operation": "Apply", "apiVersion": obj["apiVersion"], "fieldsType": "FieldsV1", "fieldsV1": fields_v1(applied or obj)}
+        {
+            "manager": c.FIELD_MANAGER,
+            "operation": "Apply",
+            "apiVersion": obj["apiVersion"],
+            "fieldsType": "FieldsV1",
+            "fieldsV1": fields_v1(applied or obj),
+        }
     ]
     return out
 
@@ -111,7 +134,9 @@ def test_canonicalised_quantities_are_not_drift() -> None:
 
 
 def test_changed_owned_value_is_drift_naming_the_field() -> None:
-    have = live(quota({"cpu": "4", "memory": "16Gi", "requests.nvidia.com/gpu": "10"}), applied=quota())
+    have = live(
+        quota({"cpu": "4", "memory": "16Gi", "requests.nvidia.com/gpu": "10"}), applied=quota()
+    )
     p = plan([quota()], [have])
     assert [ch.fields for ch in p.update] == [("spec.hard.cpu",)]
 
@@ -133,7 +158,11 @@ def test_field_someone_else_owns_is_not_ours_to_drop() -> None:
     have = live(ns())
     have["metadata"]["annotations"]["theirs"] = "1"
     have["metadata"]["managedFields"].append(
-        {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:metadata": {"f:annotations": {"f:theirs": {}}}}}
+        {
+            "manager": "kubectl",
+            "operation": "Update",
+            "fieldsV1": {"f:metadata": {"f:annotations": {"f:theirs": {}}}},
+        }
     )
     assert drift(ns(), have) == []
 
@@ -158,7 +187,11 @@ def test_duplicate_desired_objects_are_a_renderer_bug() -> None:
 def test_owned_paths_reads_only_our_apply_entry() -> None:
     have = live(binding())
     have["metadata"]["managedFields"].append(
-        {"manager": c.FIELD_MANAGER, "operation": "Update", "fieldsV1": {"f:metadata": {"f:annotations": {"f:x": {}}}}}
+        {
+            "manager": c.FIELD_MANAGER,
+            "operation": "Update",
+            "fieldsV1": {"f:metadata": {"f:annotations": {"f:x": {}}}},
+        }
     )
     paths = owned_paths(have)
     assert ("subjects",) in paths and ("metadata", "annotations", "x") not in paths
@@ -208,13 +241,18 @@ def test_offboarding_drops_access_and_marks_the_namespace() -> None:
 
 
 def test_offboarding_without_retention_keeps_forever_and_keeps_first_time() -> None:
-    marks = offboard_marks({c.ANN_OFFBOARDED_AT: "2025-12-01T00:00:00Z"}, now=NOW, retention_days=None)
+    marks = offboard_marks(
+        {c.ANN_OFFBOARDED_AT: "2025-12-01T00:00:00Z"}, now=NOW, retention_days=None
+    )
     assert marks == {c.ANN_OFFBOARDED_AT: "2025-12-01T00:00:00Z"}
 
 
 def test_offboarding_an_unrenderable_tenant_keeps_our_namespace_fields() -> None:
     out = offboard_objects([], live(ns()), now=NOW, retention_days=None)
-    assert out[0]["metadata"]["labels"] == OURS and c.ANN_OFFBOARDED_AT in out[0]["metadata"]["annotations"]
+    assert (
+        out[0]["metadata"]["labels"] == OURS
+        and c.ANN_OFFBOARDED_AT in out[0]["metadata"]["annotations"]
+    )
 
 
 def test_only_expired_namespaces_without_a_profile_are_deleted() -> None:
@@ -231,7 +269,9 @@ def test_only_expired_namespaces_without_a_profile_are_deleted() -> None:
 def test_condition_transition_time_moves_only_on_status_flip() -> None:
     first = conditions_status([Condition("Ready", False, "Applying")], [], now=NOW, generation=1)
     later = datetime(2026, 1, 3, tzinfo=UTC)
-    same = conditions_status([Condition("Ready", False, "Failed", "x")], first, now=later, generation=1)
+    same = conditions_status(
+        [Condition("Ready", False, "Failed", "x")], first, now=later, generation=1
+    )
     assert same[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
     flipped = conditions_status([Condition("Ready", True, "Ready")], first, now=later, generation=1)
     assert flipped[0]["lastTransitionTime"] == "2026-01-03T00:00:00Z"
@@ -246,7 +286,13 @@ def test_with_upstream_profile_controller_we_wait_for_its_namespace() -> None:
 def test_with_upstream_its_namespace_for_this_profile_is_accepted_and_others_are_not() -> None:
     upstream_ns = ns(labels={})
     upstream_ns["metadata"]["ownerReferences"] = [
-        {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "name": "alice", "uid": "u1", "controller": True}
+        {
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "Profile",
+            "name": "alice",
+            "uid": "u1",
+            "controller": True,
+        }
     ]
     assert namespace_verdict(upstream_ns, "alice", upstream=True, profile_uid="u1").allowed
     assert not namespace_verdict(upstream_ns, "alice", upstream=True, profile_uid="u2").allowed

@@ -18,7 +18,13 @@ def test_backoff_doubles_and_is_capped() -> None:
 
 def test_lease_rules() -> None:
     def lease(holder: str | None, renewed: datetime) -> dict[str, object]:
-        return {"spec": {"holderIdentity": holder, "renewTime": renewed.isoformat(), "leaseDurationSeconds": 15}}
+        return {
+            "spec": {
+                "holderIdentity": holder,
+                "renewTime": renewed.isoformat(),
+                "leaseDurationSeconds": 15,
+            }
+        }
 
     assert lease_decision(None, "me", NOW) == "acquire"
     assert lease_decision(lease(None, NOW), "me", NOW) == "acquire"

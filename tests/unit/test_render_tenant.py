@@ -6,9 +6,12 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from manifest_schemas import validate_manifest
 
 from kftenancy import constants as c
+from kftenancy.naming import is_dns_label
 from kftenancy.policy import TenancyPolicySpec, load_policy
 from kftenancy.profile import Profile, parse_profile
 from kftenancy.render import profile_for_user, tenant_objects
@@ -482,3 +485,37 @@ def test_tenant_kinds_lists_every_kind_any_switch_renders() -> None:
         for obj in tenant_objects(load_policy(spec), PROFILE):
             seen.add((obj["apiVersion"], obj["kind"]))
     assert seen == set(TENANT_KINDS)
+
+
+_names = st.one_of(
+    st.emails(),
+    st.text(min_size=1, max_size=120).filter(lambda s: s.strip() != ""),
+)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    owner=_names,
+    contributors=st.lists(
+        st.fixed_dictionaries(
+            {
+                "kind": st.sampled_from(["User", "Group"]),
+                "name": _names,
+                "role": st.sampled_from(["edit", "view"]),
+            }
+        ),
+        max_size=4,
+    ),
+    switch=st.sampled_from(sorted(SWITCHES)),
+)
+def test_any_onboarded_user_gets_valid_uniquely_named_objects(
+    owner: str, contributors: list[dict[str, str]], switch: str
+) -> None:
+    policy = load_policy(SWITCHES[switch])
+    doc = profile_for_user(policy, owner)
+    doc["spec"]["contributors"] = contributors
+    objs = tenant_objects(policy, parse_profile(doc))
+    assert len(_kinds(objs)) == len(objs)
+    for obj in objs:
+        assert is_dns_label(obj["metadata"]["name"].lower()), obj["metadata"]["name"]
+        validate_manifest(obj)
