@@ -51,7 +51,7 @@ from lightkube.types import PatchType
 from kftenancy import constants as c
 from kftenancy.lab.cluster import LocalCluster
 from kftenancy.lab.errors import ControlPlaneError
-from kftenancy.policy import TenancyPolicySpec
+from kftenancy.policy import TenancyPolicySpec, load_policy
 from kftenancy.render.webhooks import WebhookEndpoint, webhook_configurations
 from kftenancy.servers.webhook import WebhookServer, WebhookSettings
 
@@ -625,12 +625,20 @@ async def test_policy_changes_are_followed(
         # An edit the model refuses (unknown placeholder) leaves the last good policy.
         bad = {"spec": {"dataLake": {"roleArnTemplate": "arn:aws:iam::1:role/{user}"}}}
         await admin.patch(TenancyPolicy, policy_name, bad, patch_type=PatchType.MERGE)
-        await asyncio.sleep(1.0)
+        deadline = time.monotonic() + 15
+        while webhook.server.policy_error is None:
+            assert time.monotonic() < deadline, "the webhook never saw the invalid policy"
+            await asyncio.sleep(0.1)
+        assert "roleArnTemplate" in webhook.server.policy_error
         assert webhook.server.policy.data_lake.role_arn_template.endswith("{profile}-v2")
     finally:
         await admin.patch(
             TenancyPolicy, policy_name, {"spec": POLICY_SPEC}, patch_type=PatchType.MERGE
         )
+        deadline = time.monotonic() + 15
+        while webhook.server.policy != load_policy({"spec": POLICY_SPEC}):
+            assert time.monotonic() < deadline, "the webhook did not pick up the restored policy"
+            await asyncio.sleep(0.1)
 
 
 async def test_health_readiness_and_metrics(
@@ -651,6 +659,7 @@ async def test_health_readiness_and_metrics(
     assert 'kftenancy_webhook_denials_total{reason="tenant_label"}' in text
     assert "kftenancy_webhook_request_duration_seconds_bucket" in text
     assert 'kftenancy_webhook_cached_objects{kind="namespaces"}' in text
+    assert "kftenancy_webhook_policy_valid 1.0" in text
     assert (
         'kftenancy_webhook_requests_total{allowed="true",endpoint="mutate",kind="Namespace"' in text
     )

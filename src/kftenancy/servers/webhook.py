@@ -125,6 +125,11 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.policy_valid = Gauge(
+            "kftenancy_webhook_policy_valid",
+            "1 when the latest TenancyPolicy version is in effect, 0 when it was invalid.",
+            registry=self.registry,
+        )
         self.patches = Counter(
             "kftenancy_webhook_patches",
             "Admission requests answered with a patch.",
@@ -158,6 +163,8 @@ class WebhookServer:
         self._ssl.minimum_version = ssl.TLSVersion.TLSv1_2
         self._cert_state: tuple[tuple[int, int, int], ...] = ()
         self.port = settings.port
+        self.policy_error: str | None = None  # why the latest policy version was refused
+        self.metrics.policy_valid.set_function(lambda: 0.0 if self.policy_error else 1.0)
         cached = self.metrics.cached
         cached.labels("namespaces").set_function(lambda: len(self.namespace_labels))
         cached.labels("serviceaccounts").set_function(lambda: len(self.service_accounts))
@@ -342,16 +349,17 @@ class WebhookServer:
             if "policy" not in self._synced:
                 log.info("no TenancyPolicy %r: the seed defaults apply", self.settings.policy_name)
             self._set_policy(TenancyPolicySpec())
+            self.policy_error = None
             return
         data = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
         try:
             self._set_policy(load_policy({"spec": data.get("spec") or {}}))
+            self.policy_error = None
         except ValidationError as exc:
-            log.error(
-                "TenancyPolicy %s is invalid, keeping the previous policy:\n%s",
-                self.settings.policy_name,
-                describe_validation_error(exc, f"TenancyPolicy/{self.settings.policy_name}"),
+            self.policy_error = describe_validation_error(
+                exc, f"TenancyPolicy/{self.settings.policy_name}"
             )
+            log.error("invalid policy, keeping the previous one:\n%s", self.policy_error)
 
     # ------------------------------------------------------------------ TLS
 
