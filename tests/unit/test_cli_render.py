@@ -181,3 +181,27 @@ def test_iam_flag_prints_each_tenants_role_documents() -> None:
         "--iam",
     )
     assert code == 2 and "dataLake.enabled" in err
+
+
+def test_profile_list_from_stdin_as_kubectl_prints_it() -> None:
+    listing = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "kubeflow.org/v1",
+                "kind": "Profile",
+                "metadata": {"name": n},
+                "spec": {"owner": {"kind": "User", "name": f"{n}@example.com"}},
+            }
+            for n in ("one", "two")
+        ],
+    }
+    result = runner.invoke(
+        app, ["render", "--policy", str(EXAMPLE), "--profile", "-"], input=json.dumps(listing)
+    )
+    assert result.exit_code == 0, result.stderr
+    namespaces = [
+        d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout) if d["kind"] == "Namespace"
+    ]
+    assert namespaces == ["one", "two"]

@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import json
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,8 +32,9 @@ class Output(StrEnum):
 
 
 def _read_documents(path: Path) -> list[Any]:
+    """YAML/JSON documents from a file, or from stdin when the path is `-`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
     except OSError as err:
         raise KftenancyError(f"{path}: cannot read ({err.strerror or err})") from None
     except UnicodeDecodeError:
@@ -64,7 +66,14 @@ def read_policy(path: Path) -> TenancyPolicySpec:
 
 def read_profiles(path: Path) -> list[Profile]:
     """Load one or more Profile documents; KftenancyError naming the bad field if invalid."""
-    docs = _read_documents(path)
+    docs: list[Any] = []
+    for doc in _read_documents(path):
+        # `kubectl get profiles -o yaml` prints a List; expand it.
+        if isinstance(doc, dict) and str(doc.get("kind", "")).endswith("List"):
+            items = doc.get("items")
+            docs += items if isinstance(items, list) else []
+        else:
+            docs.append(doc)
     if not docs:
         raise KftenancyError(f"{path}: no Profile document found")
     return [parse_profile(doc, str(path)) for doc in docs]
@@ -89,7 +98,10 @@ def render(
     ],
     profile_files: Annotated[
         list[Path] | None,
-        typer.Option("--profile", help="Profile YAML file (repeatable; may hold several)."),
+        typer.Option(
+            "--profile",
+            help="Profile YAML/JSON file, `-` for stdin (repeatable; documents or a List).",
+        ),
     ] = None,
     users: Annotated[
         list[str] | None,
