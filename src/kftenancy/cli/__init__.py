@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from kftenancy.cli import controller as _controller
+from kftenancy.cli import gateway as _gateway
 from kftenancy.cli import lab as _lab
 from kftenancy.cli import render as _render
 from kftenancy.cli import run as _run
@@ -24,6 +25,7 @@ app = typer.Typer(
 _render.register(app)
 _run.register(app)
 _webhook.register(_run.run_app)
+_gateway.register(_run.run_app)
 _lab.register(app)
 _controller.register(app)
 
