@@ -776,3 +776,15 @@ async def test_cli_runs_the_gateway_in_proxy_mode(
     assert proc.returncode == 0, log
     assert PROXY_SECRET not in log  # secrets never logged
     assert '"status": 200' in log and henry in log  # JSON access log line
+
+
+async def test_gateway_demo_plays_a_first_visit(admin: AsyncClient) -> None:
+    """`kftenancy gateway-demo` (the lab demo's front-door part) on the real cluster."""
+    from kftenancy.servers.gateway_demo import run_demo
+
+    user = unique("demo")
+    steps = await run_demo(
+        Kube(admin), load_policy({"identity": {"methods": ["kubernetesToken"]}}), user
+    )
+    assert [s.ok for s in steps] == [True] * 5, steps
+    assert f"kubeflow-userid='{user}'" in steps[1].outcome

@@ -26,6 +26,7 @@ _render.register(app)
 _run.register(app)
 _webhook.register(_run.run_app)
 _gateway.register(_run.run_app)
+_gateway.register_demo(app)
 _lab.register(app)
 _controller.register(app)
 

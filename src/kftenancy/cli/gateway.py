@@ -240,3 +240,49 @@ def register(run_app: typer.Typer) -> None:
                 oidc_ca=oidc_ca,
             )
         )
+
+
+def register_demo(app: typer.Typer) -> None:
+    @app.command("gateway-demo")
+    def gateway_demo(
+        user: Annotated[
+            str, typer.Argument(help="The user who signs in.")
+        ] = "demo.user@example.com",
+        policy_file: Annotated[
+            Path | None,
+            typer.Option("--policy", envvar="KFTENANCY_POLICY", help="TenancyPolicy YAML."),
+        ] = None,
+        kubeconfig: Annotated[
+            Path | None,
+            typer.Option(
+                envvar="KFTENANCY_KUBECONFIG", help="The cluster (`eval $(kftenancy lab env)`)."
+            ),
+        ] = None,
+    ) -> None:
+        """A user's first visit through the gateway (reverse-proxy mode) on a live cluster."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from kftenancy.kube import Kube
+        from kftenancy.servers.gateway_demo import run_demo
+
+        policy = read_policy(policy_file)
+
+        async def go() -> list[Any]:
+            kube = Kube.from_kubeconfig(str(kubeconfig) if kubeconfig else None)
+            try:
+                return await run_demo(kube, policy, user)
+            finally:
+                await kube.close()
+
+        steps = asyncio.run(go())
+        table = Table(title=f"the front door: {user} signs in (gateway in proxy mode)")
+        for col in ("Step", "HTTP", "Outcome", "OK"):
+            table.add_column(col)
+        for s in steps:
+            table.add_row(
+                s.what, str(s.status), s.outcome, "[green]yes[/]" if s.ok else "[red]NO[/]"
+            )
+        Console().print(table)
+        if not all(s.ok for s in steps):
+            raise typer.Exit(1)
