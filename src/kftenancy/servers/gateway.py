@@ -403,9 +403,7 @@ def request_from_aiohttp(req: web.Request, path: str) -> Request:
     return Request(req.method, path, headers, dup)
 
 
-def _log_access(
-    mode: str, req: Request, decision: Decision, started: float, ident_method: str
-) -> None:
+def _log_access(mode: str, req: Request, decision: Decision, started: float) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
     access_log.info(
@@ -417,7 +415,6 @@ def _log_access(
                 "status": decision.status,
                 "reason": decision.reason,
                 "user": decision.user,
-                "via": ident_method,
                 "ms": round((time.perf_counter() - started) * 1000, 3),
             }
         )
@@ -563,7 +560,7 @@ class GatewayServer:
         started = time.perf_counter()
         path = req.raw_path[len(CHECK_PREFIX) :] or "/"
         request, decision = await self._decide(req, path)
-        _log_access(self.mode, request, decision, started, "")
+        _log_access(self.mode, request, decision, started)
         if not decision.allowed:
             return _deny_response(decision)
         headers = dict(decision.headers_to_set)
@@ -573,7 +570,7 @@ class GatewayServer:
     async def proxy(self, req: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         request, decision = await self._decide(req, req.raw_path)
-        _log_access(self.mode, request, decision, started, "")
+        _log_access(self.mode, request, decision, started)
         if not decision.allowed:
             return _deny_response(decision)
         assert self.upstream is not None and self.session is not None
