@@ -10,8 +10,8 @@ import base64
 import json
 import ssl
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 import jwt
@@ -35,6 +35,8 @@ from kftenancy.lab.processes import free_port
 from kftenancy.policy import GPU
 
 UserClient = Callable[..., AsyncClient]
+
+T = TypeVar("T")
 
 
 def obj(doc: dict[str, Any]) -> Any:
@@ -76,6 +78,20 @@ async def sar_allowed(
     return bool(review.status.allowed)
 
 
+async def until_rbac_allows(call: Callable[[], Awaitable[T]], within: float = 15.0) -> T:
+    """Retry `call` while it is refused with 403: the RBAC authorizer reads bindings from an
+    informer cache, so a new binding takes effect a few milliseconds after it is created."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            return await call()
+        except ApiError as err:
+            if err.status.code != 403 or loop.time() > deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
 async def test_ordinary_user_is_denied_what_rbac_does_not_grant_and_sar_agrees(
     admin: AsyncClient, user_client: UserClient, namespace: str
 ) -> None:
@@ -86,8 +102,10 @@ async def test_ordinary_user_is_denied_what_rbac_does_not_grant_and_sar_agrees(
     assert denied.value.status.code == 403
 
     await admin.create(rolebinding(namespace, "alice-view", "ClusterRole", "view", user))
-    # `view` grants reading ConfigMaps but not Secrets; RBAC is applied at once.
-    cm = await alice.get(ConfigMap, "kube-root-ca.crt", namespace=namespace)
+    # `view` grants reading ConfigMaps but not Secrets, as soon as the binding is seen.
+    cm = await until_rbac_allows(
+        lambda: alice.get(ConfigMap, "kube-root-ca.crt", namespace=namespace)
+    )
     assert cm.data is not None and "ca.crt" in cm.data
     with pytest.raises(ApiError) as still_denied:
         _ = [s async for s in alice.list(Secret, namespace=namespace)]
@@ -113,7 +131,10 @@ async def test_ordinary_user_is_denied_what_rbac_does_not_grant_and_sar_agrees(
         )
     )
     checker = user_client(checker_name)
-    assert await sar_allowed(checker, user, groups, "get", "configmaps", namespace) is True
+    allowed = await until_rbac_allows(
+        lambda: sar_allowed(checker, user, groups, "get", "configmaps", namespace)
+    )
+    assert allowed is True
     assert await sar_allowed(checker, user, groups, "list", "secrets", namespace) is False
     assert await sar_allowed(checker, user, groups, "delete", "pods", namespace) is False
     # ... and the user without the SAR permission cannot ask.
