@@ -187,6 +187,9 @@ def register(app: typer.Typer) -> None:
     @run_app.command("controller")
     def run_controller(
         kubeconfig: Kubeconfig = None,
+        policy_name: Annotated[
+            str, typer.Option(envvar="KFTENANCY_POLICY_NAME", help="The TenancyPolicy to follow.")
+        ] = c.DEFAULT_POLICY_NAME,
         workers: Annotated[int, typer.Option(envvar="KFTENANCY_WORKERS", min=1, max=256)] = 8,
         resync_seconds: Annotated[
             float,
@@ -230,6 +233,7 @@ def register(app: typer.Typer) -> None:
         configure_logging(log_format, log_level)
         settings = ControllerSettings(
             kubeconfig=kubeconfig,
+            policy_name=policy_name,
             workers=workers,
             resync_seconds=resync_seconds,
             metrics_host=metrics_host,

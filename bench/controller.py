@@ -1,0 +1,262 @@
+"""Tenant controller: time from Profile creation to Ready, API writes per tenant, memory.
+
+    .venv/bin/python bench/controller.py [--single 20] [--burst 500] [--total 1000]
+                                         [--workers 16]
+
+Starts a local control plane (etcd + kube-apiserver, the bundled CRDs), runs
+`kftenancy run controller` as its own process (TLS /metrics on loopback, no leader
+election), and from this process:
+
+1. single: creates `--single` Profiles one after another, each only after the previous
+   one is Ready; time = create request sent → Ready=True seen on a watch (p50/p99);
+2. burst: creates `--burst` Profiles at once; same time per Profile (p50/p99) and the
+   time until all are Ready;
+3. API writes per tenant over the burst, from the controller's own
+   `kftenancy_api_writes_total` (first reconcile: one apply per object + finalizer +
+   status + Event), and the writes a full resync of every tenant makes (budget: 0);
+4. fills up to `--total` tenants and reads the controller's RSS (VmRSS of its process).
+
+Budgets (architecture.md): p99 <= 0.5 s alone; 1,000 tenants in <= 60 s on 2 cores;
+<= 150 MB RSS at 5,000 tenants. The machine is shared; rerun when numbers look odd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.generic_resource import create_global_resource
+from prometheus_client.parser import text_string_to_metric_families
+
+from kftenancy import constants as c
+from kftenancy.kube import Kube
+from kftenancy.lab.binaries import ensure_binaries
+from kftenancy.lab.cluster import LocalCluster
+from kftenancy.lab.crds import bundled_crds
+from kftenancy.policy import load_policy
+from kftenancy.render import profile_for_user
+
+POLICY_NAME = "bench"
+POLICY: dict[str, Any] = {"platform": {"kubeflowInstalled": False}}
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.0f} ms"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class ReadyWatch:
+    """Watches Profiles; records when each is first seen with Ready=True."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        self.ready_at: dict[str, float] = {}
+        self.changed = asyncio.Event()
+        self.profile = create_global_resource(c.KUBEFLOW_GROUP, "v1", c.PROFILE_KIND, c.PROFILE_PLURAL)
+
+    async def run(self) -> None:
+        async for _, obj in self.client.watch(self.profile):
+            name = obj["metadata"]["name"]
+            conds = (obj.get("status") or {}).get("conditions") or []
+            if name not in self.ready_at and any(
+                x.get("type") == "Ready" and x.get("status") == "True" for x in conds
+            ):
+                self.ready_at[name] = time.perf_counter()
+                self.changed.set()
+
+    async def wait(self, names: list[str], within: float) -> None:
+        deadline = time.perf_counter() + within
+        while not all(n in self.ready_at for n in names):
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                missing = [n for n in names if n not in self.ready_at]
+                raise SystemExit(f"{len(missing)} Profiles not Ready after {within:.0f}s, e.g. {missing[:3]}")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(left, 1.0))
+
+
+async def writes(http: aiohttp.ClientSession, url: str, ctx: ssl.SSLContext) -> dict[str, float]:
+    async with http.get(url, ssl=ctx) as resp:
+        text = await resp.text()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in ("kftenancy_api_writes", "kftenancy_reconcile"):
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    key = f"{family.name}:{s.labels.get('verb') or s.labels.get('result')}"
+                    out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def total(snapshot: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in snapshot.items() if k.startswith(prefix))
+
+
+async def create_profiles(kube: Kube, users: list[str]) -> dict[str, float]:
+    policy = load_policy(POLICY)
+    sent: dict[str, float] = {}
+
+    async def one(user: str) -> None:
+        manifest = profile_for_user(policy, user)
+        sent[manifest["metadata"]["name"]] = time.perf_counter()
+        await kube.create(manifest)
+
+    await asyncio.gather(*(one(u) for u in users))
+    return sent
+
+
+async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
+    cluster.install_crds(bundled_crds())
+    kube = Kube.from_kubeconfig(str(cluster.admin_kubeconfig))
+    await kube.apply({"apiVersion": f"{c.API_GROUP}/{c.API_VERSION}", "kind": c.POLICY_KIND, "metadata": {"name": POLICY_NAME}, "spec": POLICY})
+    port = free_port()
+    env = {
+        **os.environ,
+        "KFTENANCY_KUBECONFIG": str(cluster.admin_kubeconfig),
+        "KFTENANCY_METRICS_PORT": str(port),
+        "KFTENANCY_LEADER_ELECTION": "false",
+        "KFTENANCY_WORKERS": str(args.workers),
+        "KFTENANCY_LOG_LEVEL": "WARNING",
+        "KFTENANCY_RESYNC_SECONDS": str(args.resync),
+        # The rendered webhook configuration points at an in-cluster Service the lab
+        # does not run; registering it would fail every namespace create.
+        "KFTENANCY_APPLY_PLATFORM": "false",
+    }
+    log_path = cluster.workdir / "controller-bench.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any timing
+            [str(Path(sys.executable).parent / "kftenancy"), "run", "controller", "--policy-name", POLICY_NAME],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"https://127.0.0.1:{port}"
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    watch_client = AsyncClient(config=KubeConfig.from_file(cluster.admin_kubeconfig), trust_env=False)
+    watcher = ReadyWatch(watch_client)
+    watch_task = asyncio.create_task(watcher.run())
+    try:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    async with http.get(url + "/readyz", ssl=ctx) as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"controller did not become ready; see {log_path}")
+                await asyncio.sleep(0.2)
+            print(f"controller ready (pid {proc.pid}, RSS {rss_mb(proc.pid):.0f} MB idle)")
+            run_id = uuid.uuid4().hex[:5]
+
+            # 1. one tenant at a time
+            took = []
+            for i in range(args.single):
+                sent = await create_profiles(kube, [f"single-{run_id}-{i}@example.com"])
+                (name, t0), = sent.items()
+                await watcher.wait([name], 60)
+                took.append(watcher.ready_at[name] - t0)
+            print(f"single tenant, Profile created -> Ready: p50 {ms(quantile(took, 0.5))}, p99 {ms(quantile(took, 0.99))} (n={len(took)}; budget p99 <= 500 ms)")
+
+            # 2. a burst
+            before = await writes(http, url + "/metrics", ctx)
+            began = time.perf_counter()
+            sent = await create_profiles(kube, [f"burst-{run_id}-{i}@example.com" for i in range(args.burst)])
+            created = time.perf_counter() - began
+            await watcher.wait(list(sent), 900)
+            all_ready = max(watcher.ready_at[n] for n in sent) - began
+            took = [watcher.ready_at[n] - t0 for n, t0 in sent.items()]
+            print(f"burst of {args.burst}: creates took {created:.1f} s; Profile -> Ready p50 {quantile(took, 0.5):.2f} s, p99 {quantile(took, 0.99):.2f} s; all Ready after {all_ready:.1f} s ({args.burst / all_ready:.0f} tenants/s)")
+            await asyncio.sleep(3)  # let the follow-up reconciles (our own watch events) finish
+            after = await writes(http, url + "/metrics", ctx)
+            w = total(after, "kftenancy_api_writes") - total(before, "kftenancy_api_writes")
+            by_verb = {k.split(":")[1]: after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("kftenancy_api_writes")}
+            objects = len(await kube.list_owned([("v1", "ServiceAccount")], tenant=next(iter(sent))))
+            print(f"API writes per tenant (burst): {w / args.burst:.1f} ({', '.join(f'{k} {v / args.burst:.1f}' for k, v in sorted(by_verb.items()) if v)}); {objects} ServiceAccounts per tenant as a sanity check")
+
+            # 3. fill up and measure memory
+            have = args.single + args.burst
+            if args.total > have:
+                began = time.perf_counter()
+                sent = await create_profiles(kube, [f"fill-{run_id}-{i}@example.com" for i in range(args.total - have)])
+                await watcher.wait(list(sent), 1800)
+                print(f"filled to {args.total} tenants ({len(sent)} more in {time.perf_counter() - began:.1f} s)")
+            await asyncio.sleep(5)
+            quiet = await writes(http, url + "/metrics", ctx)
+            began = time.perf_counter()
+            # wait for a full periodic resync of every tenant (the controller's timer)
+            while True:
+                await asyncio.sleep(2)
+                now = await writes(http, url + "/metrics", ctx)
+                if total(now, "kftenancy_reconcile") - total(quiet, "kftenancy_reconcile") >= args.total:
+                    break
+                if time.perf_counter() - began > args.resync * 3 + 300:
+                    raise SystemExit("no full resync seen")
+            resync_writes = total(now, "kftenancy_api_writes") - total(quiet, "kftenancy_api_writes")
+            print(f"full resync of {args.total} unchanged tenants: {resync_writes:.0f} API writes (budget 0)")
+            print(f"controller RSS at {args.total} tenants: {rss_mb(proc.pid):.0f} MB (budget <= 150 MB at 5,000)")
+    finally:
+        watch_task.cancel()
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        await watch_client.close()
+        await kube.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--single", type=int, default=20, help="tenants created one at a time")
+    parser.add_argument("--burst", type=int, default=500, help="tenants created at once")
+    parser.add_argument("--total", type=int, default=1000, help="tenants for the memory reading")
+    parser.add_argument("--workers", type=int, default=16, help="controller reconcile workers")
+    parser.add_argument("--resync", type=float, default=60.0, help="controller resync period (s)")
+    args = parser.parse_args()
+    ensure_binaries()
+    cluster = LocalCluster()
+    cluster.start()
+    try:
+        asyncio.run(run(cluster, args))
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
