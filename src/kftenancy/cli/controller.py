@@ -116,6 +116,8 @@ def configure_logging(fmt: LogFormat, level: str) -> None:
     root.setLevel(level.upper())
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     logging.getLogger("kopf").setLevel(max(logging.INFO, root.level))
+    # kopf runs in its own thread by design (see controllers/operator.py): no OS signals there.
+    logging.getLogger("kopf._core.reactor.running").setLevel(logging.ERROR)
 
 
 def _age(created: str | None, now: datetime) -> str:
@@ -184,6 +186,8 @@ async def tenant_rows(kube: Kube, now: datetime) -> list[dict[str, Any]]:
 
 
 def register(app: typer.Typer) -> None:
+    register_demo(app)
+
     @run_app.command("controller")
     def run_controller(
         kubeconfig: Kubeconfig = None,
@@ -311,21 +315,7 @@ def register(app: typer.Typer) -> None:
         if output == Output.JSON:
             typer.echo(json.dumps(rows, indent=2))
             return
-        table = Table(title=f"kftenancy tenants ({len(rows)})")
-        for col in ("Tenant", "Owner", "Ready", "Reason", "Age", "CPU", "Memory", "GPU"):
-            table.add_column(col)
-        for r in rows:
-            q = r["quota"]
-            ready = (
-                "[yellow]Terminating[/]"
-                if r["terminating"]
-                else ("[green]True[/]" if r["ready"] == "True" else f"[red]{r['ready']}[/]")
-            )
-            table.add_row(
-                r["name"], str(r["owner"]), ready, r["reason"], r["age"],
-                q.get("cpu", "-"), q.get("memory", "-"), q.get("gpu", "-"),
-            )  # fmt: skip
-        Console().print(table)
+        _print_status(rows)
 
     @app.command("plan")
     def plan_cmd(
@@ -376,3 +366,101 @@ def register(app: typer.Typer) -> None:
                 if key in item:
                     console.print(f"[red]{key:>6}[/] {name}: {item[key]}", highlight=False)
         console.print(f"{changes} change(s) across {len(result)} tenant(s)")
+
+
+def register_demo(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo_cmd(
+        users: Annotated[list[str], typer.Argument(help="Users to onboard.")],
+        policy: Annotated[
+            Path, typer.Option("--policy", envvar="KFTENANCY_POLICY", help="Policy YAML to install.")
+        ],
+        kubeconfig: Kubeconfig = None,
+        serve: Annotated[
+            bool, typer.Option(help="Keep the controller running after the status table.")
+        ] = False,
+        within: Annotated[float, typer.Option(help="Seconds to wait for Ready.")] = 120.0,
+    ) -> None:
+        """Install the policy, run the controller, onboard users, print the status table."""
+        from kftenancy.controllers.operator import Controller, ControllerSettings
+        from kftenancy.onboarding import ensure_profile
+
+        configure_logging(LogFormat.TEXT, "warning")
+        data = _read_policy_file(policy)
+        try:
+            spec = load_policy(data)
+        except ValidationError as err:
+            raise _fail(describe_validation_error(err, str(policy))) from None
+        manifest = {
+            "apiVersion": f"{c.API_GROUP}/{c.API_VERSION}",
+            "kind": c.POLICY_KIND,
+            "metadata": {"name": c.DEFAULT_POLICY_NAME},
+            "spec": (data or {}).get("spec", data) if isinstance(data, dict) else {},
+        }
+
+        async def go(kube: Kube) -> list[dict[str, Any]]:
+            console = Console()
+            await kube.apply(manifest)
+            console.print(f"policy {policy} installed as TenancyPolicy {c.DEFAULT_POLICY_NAME}")
+            settings = ControllerSettings(
+                kubeconfig=kubeconfig,
+                metrics_port=0,
+                leader_election=False,
+                # the rendered webhook configuration needs the webhook Service in-cluster
+                apply_platform=False,
+            )
+            controller = Controller(settings)
+            stop = asyncio.Event()
+            task = asyncio.create_task(controller.run(stop))
+            try:
+                while not controller.ready.is_set():
+                    if task.done():
+                        task.result()
+                    await asyncio.sleep(0.1)
+                console.print("controller running")
+                names = []
+                for user in users:
+                    result = await ensure_profile(kube, spec, user, source="cli")
+                    names.append(result.name)
+                    console.print(f"onboarded {user!r} → Profile {result.name}")
+                deadline = asyncio.get_running_loop().time() + within
+                while True:
+                    rows = await tenant_rows(kube, datetime.now(UTC))
+                    pending = [r for r in rows if r["name"] in names and r["ready"] != "True"]
+                    if not pending or asyncio.get_running_loop().time() > deadline:
+                        break
+                    await asyncio.sleep(0.2)
+                if serve:
+                    _print_status(rows)
+                    console.print("controller keeps running; Ctrl-C stops it")
+                    loop = asyncio.get_running_loop()
+                    for sig in (signal.SIGINT, signal.SIGTERM):
+                        loop.add_signal_handler(sig, stop.set)
+                    await stop.wait()
+                return rows
+            finally:
+                stop.set()
+                await task
+                await controller.kube.close()
+
+        rows = _run(go, kubeconfig)
+        if not serve:
+            _print_status(rows)
+        if any(r["ready"] != "True" for r in rows):
+            raise typer.Exit(1)
+
+
+def _print_status(rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"kftenancy tenants ({len(rows)})")
+    for col in ("Tenant", "Owner", "Ready", "Reason", "Age", "CPU", "Memory", "GPU"):
+        table.add_column(col)
+    for r in rows:
+        q = r["quota"]
+        ready = "[yellow]Terminating[/]" if r["terminating"] else (
+            "[green]True[/]" if r["ready"] == "True" else f"[red]{r['ready']}[/]"
+        )
+        table.add_row(
+            r["name"], str(r["owner"]), ready, r["reason"], r["age"],
+            q.get("cpu", "-"), q.get("memory", "-"), q.get("gpu", "-"),
+        )  # fmt: skip
+    Console().print(table)

@@ -50,7 +50,6 @@ KNOWN_KINDS: tuple[tuple[str, str], ...] = (
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("security.istio.io/v1", "AuthorizationPolicy"),
     ("maistra.io/v1", "ServiceMeshMember"),
-    ("kueue.x-k8s.io/v1beta1", "LocalQueue"),
 )
 
 
