@@ -75,6 +75,11 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class ReadyWatch:
     """Watches Profiles; records when each is first seen with Ready=True."""
 
@@ -195,13 +200,15 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
 
             # 2. a burst
             before = await writes(http, url + "/metrics", ctx)
+            cpu_before = cpu_seconds(proc.pid)
             began = time.perf_counter()
             sent = await create_profiles(kube, [f"burst-{run_id}-{i}@example.com" for i in range(args.burst)])
             created = time.perf_counter() - began
             await watcher.wait(list(sent), 900)
             all_ready = max(watcher.ready_at[n] for n in sent) - began
             took = [watcher.ready_at[n] - t0 for n, t0 in sent.items()]
-            print(f"burst of {args.burst}: creates took {created:.1f} s; Profile -> Ready p50 {quantile(took, 0.5):.2f} s, p99 {quantile(took, 0.99):.2f} s; all Ready after {all_ready:.1f} s ({args.burst / all_ready:.0f} tenants/s)")
+            cpu = cpu_seconds(proc.pid) - cpu_before
+            print(f"burst of {args.burst}: creates took {created:.1f} s; Profile -> Ready p50 {quantile(took, 0.5):.2f} s, p99 {quantile(took, 0.99):.2f} s; all Ready after {all_ready:.1f} s ({args.burst / all_ready:.1f} tenants/s); controller CPU {cpu:.1f} s ({cpu / args.burst * 1000:.0f} ms per tenant)")
             await asyncio.sleep(3)  # let the follow-up reconciles (our own watch events) finish
             after = await writes(http, url + "/metrics", ctx)
             w = total(after, "kftenancy_api_writes") - total(before, "kftenancy_api_writes")

@@ -117,9 +117,10 @@ async def offboard(
         raise OnboardingError(
             f"Profile {name} belongs to {_owner_of(found)!r}, not to {user_id!r}; not offboarding it"
         )
+    # Delete first: from then on the controller offboards too (finalizer) instead of
+    # repairing what we revoke. Then revoke here, at once, whether or not it runs.
+    if found is not None:
+        await kube.delete(PROFILE_API_VERSION, c.PROFILE_KIND, name)
     reconciler = TenantReconciler(kube, lambda: policy, now=now)
     await reconciler.offboard(name, found)
-    if found is None:
-        return OffboardResult(name, False)
-    await kube.delete(PROFILE_API_VERSION, c.PROFILE_KIND, name)
-    return OffboardResult(name, True)
+    return OffboardResult(name, found is not None)

@@ -73,6 +73,24 @@ def is_owned(obj: Mapping[str, Any], tenant: str | None = None) -> bool:
     return tenant is None or labels.get(c.LABEL_TENANT) == tenant
 
 
+def written_by(obj: Mapping[str, Any], manager: str = c.FIELD_MANAGER) -> bool:
+    """True when the newest change recorded in managedFields is `manager`'s own apply: a
+    watch event for it is our own write coming back (a create by onboarding is not). Never for an object being deleted
+    (deletion sets deletionTimestamp without a managedFields entry)."""
+    meta = obj.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return False
+    entries = meta.get("managedFields") or []
+    if not entries:
+        return False
+    newest = max(str(e.get("time") or "") for e in entries)
+    return all(
+        e.get("manager") == manager and e.get("operation") == "Apply"
+        for e in entries
+        if str(e.get("time") or "") == newest
+    )
+
+
 # ---------------------------------------------------------------------------- field comparison
 
 

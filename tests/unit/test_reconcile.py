@@ -312,3 +312,23 @@ def test_rules_of_an_aggregated_cluster_role_belong_to_the_aggregation_controlle
     assert drift(role, have) == []
     del have["rules"]
     assert drift(role, have) == []
+
+
+def test_our_own_write_coming_back_is_recognised_and_nothing_else() -> None:
+    from kftenancy.reconcile import written_by
+
+    obj = live(quota())
+    obj["metadata"]["managedFields"][0]["time"] = "2026-01-01T00:00:01Z"
+    assert written_by(obj)
+    edited = copy.deepcopy(obj)
+    edited["metadata"]["managedFields"].append({"manager": "kubectl-edit", "operation": "Update", "time": "2026-01-01T00:00:02Z"})
+    assert not written_by(edited)
+    same_second = copy.deepcopy(obj)
+    same_second["metadata"]["managedFields"].append({"manager": "kubectl-edit", "operation": "Update", "time": "2026-01-01T00:00:01Z"})
+    assert not written_by(same_second)
+    deleting = copy.deepcopy(obj)
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:03Z"
+    assert not written_by(deleting)
+    created = copy.deepcopy(obj)
+    created["metadata"]["managedFields"][0]["operation"] = "Update"  # onboarding's create
+    assert not written_by(created)

@@ -33,7 +33,7 @@ from kftenancy.controllers.tenant import KNOWN_KINDS, READY, TenantReconciler
 from kftenancy.errors import KftenancyError, describe_validation_error
 from kftenancy.kube import ApiError, Kube, WriteCounter
 from kftenancy.policy import OnboardingSource, TenancyPolicySpec, load_policy
-from kftenancy.reconcile import expired_namespaces, plan
+from kftenancy.reconcile import expired_namespaces, plan, written_by
 from kftenancy.render import platform_objects
 
 log = logging.getLogger("kftenancy.controller")
@@ -279,8 +279,13 @@ class Controller:
         # kopf runs in its own thread and event loop (see `run`); handlers only hand
         # events over to the controller's loop.
         @kopf.on.event(c.KUBEFLOW_GROUP, c.PROFILE_VERSIONS[0], c.PROFILE_PLURAL, registry=registry)
-        def profile_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
-            self._soon(self._profile_seen, name, event.get("type") != "DELETED")
+        def profile_event(event: kopf.RawEvent, body: kopf.Body, name: str, **_: Any) -> None:
+            deleted = event.get("type") == "DELETED"
+            # Only a MODIFIED event can be our echo; the initial listing (type None) after
+            # a (re)start must reach every Profile.
+            if event.get("type") == "MODIFIED" and written_by(body):
+                return  # our own status/finalizer write coming back
+            self._soon(self._profile_seen, name, not deleted)
 
         @kopf.on.event(c.API_GROUP, c.API_VERSION, c.POLICY_PLURAL, registry=registry)
         async def policy_event(event: kopf.RawEvent, body: kopf.Body, name: str, **_: Any) -> None:
@@ -292,8 +297,10 @@ class Controller:
         async def user_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
             await self._on_main(self.on_user(event.get("type"), name))
 
-        def owned_event(body: kopf.Body, **_: Any) -> None:
+        def owned_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
             tenant = body.get("metadata", {}).get("labels", {}).get(c.LABEL_TENANT)
+            if event.get("type") == "MODIFIED" and written_by(body):
+                return  # our own apply coming back
             if tenant:
                 self._soon(self._tenant_touched, str(tenant))
 

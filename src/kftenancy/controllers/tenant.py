@@ -98,6 +98,7 @@ class TenantReconciler:
     ) -> None:
         self.kube = kube
         self._policy_error = policy_error
+
         self._policy = policy
         self._now = now
         self._event_namespace = event_namespace

@@ -120,8 +120,10 @@ def _generic(group: str, version: str, kind: str, plural: str, namespaced: bool)
 class Kube:
     """The async API client wrapper. Create one per process and pass it down."""
 
-    def __init__(self, client: AsyncClient, *, writes: WriteCounter | None = None) -> None:
-        self._client: Any = client  # lightkube's overloads do not fit generic classes
+    def __init__(
+        self, client: AsyncClient, *, writes: WriteCounter | None = None, max_inflight: int = 16
+    ) -> None:
+        self._client: Any = _Throttled(client, max_inflight)
         self.writes = writes if writes is not None else WriteCounter()
         self._kinds: dict[tuple[str, str], _Kind] = {}
         self._crds: dict[tuple[str, str], tuple[str, bool, tuple[str, ...]]] = {}
@@ -138,7 +140,7 @@ class Kube:
 
     @property
     def client(self) -> AsyncClient:
-        client: AsyncClient = self._client
+        client: AsyncClient = self._client.inner
         return client
 
     async def close(self) -> None:
@@ -148,7 +150,7 @@ class Kube:
 
     async def _load_crds(self) -> None:
         crds: dict[tuple[str, str], tuple[str, bool, tuple[str, ...]]] = {}
-        async for crd in self._client.list(CustomResourceDefinition):
+        for crd in await self._client.list_all(CustomResourceDefinition):
             spec = crd.spec
             versions = tuple(v.name for v in spec.versions if v.served)
             crds[(spec.group, spec.names.kind)] = (
@@ -234,7 +236,7 @@ class Kube:
             kwargs["namespace"] = namespace if namespace is not None else "*"
         out = []
         try:
-            async for item in self._client.list(k.resource, **kwargs):
+            for item in await self._client.list_all(k.resource, **kwargs):
                 obj = _plain(item)
                 obj.setdefault("apiVersion", api_version)
                 obj.setdefault("kind", kind)
@@ -397,6 +399,38 @@ class Kube:
         k = await self.kind("v1", "Event")
         self.writes.add("create", "Event")
         await self._client.create(k.resource(event), namespace=ns)
+
+
+class _Throttled:
+    """Requests through lightkube, at most `limit` at a time: more would open (and later
+    close) extra TLS connections beyond the keep-alive pool, which costs more than waiting."""
+
+    def __init__(self, inner: AsyncClient, limit: int) -> None:
+        self.inner = inner
+        self._sem = asyncio.Semaphore(limit)
+
+    async def get(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._sem:
+            return await self.inner.get(*args, **kwargs)
+
+    async def patch(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._sem:
+            return await self.inner.patch(*args, **kwargs)
+
+    async def create(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._sem:
+            return await self.inner.create(*args, **kwargs)
+
+    async def delete(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._sem:
+            return await self.inner.delete(*args, **kwargs)
+
+    async def list_all(self, *args: Any, **kwargs: Any) -> list[Any]:
+        async with self._sem:
+            return [item async for item in self.inner.list(*args, **kwargs)]
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 def _plain(obj: Any) -> Obj:
