@@ -600,3 +600,34 @@ async def test_an_invalid_policy_change_is_reported_and_the_last_valid_one_kept(
         assert cond is not None and cond["status"] == "True"
     finally:
         await set_policy(kube, controller, policy_name, policy_spec())
+
+
+async def test_changing_the_owner_moves_access_to_the_new_owner(
+    kube: Kube, controller: Controller, policy_name: str, user_client: Callable[..., Any]
+) -> None:
+    old, new = f"nina-{uid()}@example.com", f"omar-{uid()}@example.com"
+    name = await onboard(kube, policy_name, old)
+    await wait_ready(kube, name)
+    await kube.create(configmap("notes", name, {"k": "v"}))
+
+    async def can_read(user: str) -> bool:
+        try:
+            await user_client(user).get(ConfigMap, "notes", namespace=name)
+        except ApiError as err:
+            if err.status.code == 403:
+                return False
+            raise
+        return True
+
+    assert await eventually(lambda: can_read(old), what="old owner has access")
+    assert not await can_read(new)
+    await kube.patch_merge(PROFILE_API_VERSION, c.PROFILE_KIND, name, {"spec": {"owner": {"kind": "User", "name": new}}})
+    assert await eventually(lambda: can_read(new), what="new owner has access")
+    assert await eventually(lambda: _not(can_read(old)), what="old owner lost access")
+    assert await in_sync(kube, await desired_for(kube, policy_name, name))
+    binding = await kube.get("rbac.authorization.k8s.io/v1", "RoleBinding", "namespaceAdmin", name)
+    assert binding is not None and [s["name"] for s in binding["subjects"]] == [new]
+
+
+async def _not(value: Awaitable[bool]) -> bool:
+    return not await value
