@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -517,14 +517,6 @@ class Condition:
     status: bool
     reason: str
     message: str = ""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one reconcile found: the conditions to record and an Event to post, if any."""
-
-    conditions: tuple[Condition, ...]
-    summary: dict[str, int] = field(default_factory=dict)
 
 
 _COMPARED = ("type", "status", "reason", "message")

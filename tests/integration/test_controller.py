@@ -631,3 +631,43 @@ async def test_changing_the_owner_moves_access_to_the_new_owner(
 
 async def _not(value: Awaitable[bool]) -> bool:
     return not await value
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    import sys
+    from pathlib import Path
+
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "kftenancy"), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_status_plan_and_bad_input_on_the_command_line(
+    cluster: LocalCluster, kube: Kube, controller: Controller, policy_name: str, tmp_path: Any
+) -> None:
+    import json
+
+    name = await onboard(kube, policy_name, f"pia-{uid()}")
+    await wait_ready(kube, name)
+    kc = str(cluster.admin_kubeconfig)
+    code, out, _ = await cli("status", "--kubeconfig", kc, "-o", "json")
+    assert code == 0
+    row = next(r for r in json.loads(out) if r["name"] == name)
+    assert row["ready"] == "True" and row["owner"].startswith("pia-") and row["quota"]["gpu"].endswith("/10")
+
+    # plan with a policy that differs from the cluster's: shows the change, writes nothing
+    policy_file = tmp_path / "policy.yaml"
+    quota = {"cpu": "5", "memory": "16Gi", "requests.nvidia.com/gpu": "10", "persistentvolumeclaims": "10", "requests.storage": "200Gi"}
+    policy_file.write_text(json.dumps(policy_spec(resources={"quota": quota})))
+    code, out, _ = await cli("plan", "--kubeconfig", kc, "--policy", str(policy_file), "-o", "json")
+    assert code == 0
+    assert json.loads(out)[name]["update"] == [f"ResourceQuota {name}/kf-resource-quota (spec.hard.cpu)"]
+    live = await kube.get("v1", "ResourceQuota", "kf-resource-quota", name)
+    assert live is not None and live["spec"]["hard"]["cpu"] == "8"
+
+    policy_file.write_text("resources:\n  quota: {cpu: lots}\n")
+    code, _, err = await cli("plan", "--kubeconfig", kc, "--policy", str(policy_file))
+    assert code == 2 and "resources.quota" in err and "lots" in err and "Traceback" not in err

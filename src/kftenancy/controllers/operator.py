@@ -125,7 +125,6 @@ class Controller:
         )
         self.profiles: set[str] = set()
         self.ready = asyncio.Event()  # set once kopf watches and workers run
-        self.last_results: dict[str, str] = {}
         self.reconciled = 0  # reconciles finished (any result)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.registry = self._build_registry()
@@ -216,7 +215,6 @@ class Controller:
             self.metrics.duration.observe(time.perf_counter() - started)
             self.metrics.queue_depth.set(len(self.queue))
         self.metrics.reconciles.labels(result=result.reason).inc()
-        self.last_results[name] = result.reason
         if result.reason in ("Gone", "Offboarded"):
             self.metrics.tenant_state(name, None, result.reason)
         else:

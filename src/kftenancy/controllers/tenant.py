@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from kftenancy import constants as c
 from kftenancy.errors import KftenancyError
@@ -329,7 +328,3 @@ class TenantReconciler:
             raise ReconcileError(f"offboarding {name}: {failures[0]}")
         log.info("tenant %s offboarded: access revoked, namespace kept", name)
         return p
-
-
-def profile_names(profiles: Iterable[dict[str, Any]]) -> list[str]:
-    return sorted(str(p["metadata"]["name"]) for p in profiles)

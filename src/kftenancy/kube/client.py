@@ -191,13 +191,6 @@ class Kube:
         self._kinds[(api_version, kind)] = made
         return made
 
-    async def serves(self, api_version: str, kind: str) -> bool:
-        try:
-            await self.kind(api_version, kind)
-        except UnknownKind:
-            return False
-        return True
-
     # ------------------------------------------------------------------ reads
 
     async def get(
