@@ -279,9 +279,9 @@ class Controller:
         @kopf.on.event(c.KUBEFLOW_GROUP, c.PROFILE_VERSIONS[0], c.PROFILE_PLURAL, registry=registry)
         def profile_event(event: kopf.RawEvent, body: kopf.Body, name: str, **_: Any) -> None:
             deleted = event.get("type") == "DELETED"
-            # Only a MODIFIED event can be our echo; the initial listing (type None) after
-            # a (re)start must reach every Profile.
-            if event.get("type") == "MODIFIED" and written_by(body):
+            # Only ADDED/MODIFIED can be our echo; the initial listing (type None) after a
+            # (re)start must reach every Profile.
+            if event.get("type") in ("ADDED", "MODIFIED") and written_by(body):
                 return  # our own status/finalizer write coming back
             self._soon(self._profile_seen, name, not deleted)
 
@@ -297,7 +297,7 @@ class Controller:
 
         def owned_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
             tenant = body.get("metadata", {}).get("labels", {}).get(c.LABEL_TENANT)
-            if event.get("type") == "MODIFIED" and written_by(body):
+            if event.get("type") in ("ADDED", "MODIFIED") and written_by(body):
                 return  # our own apply coming back
             if tenant:
                 self._soon(self._tenant_touched, str(tenant))

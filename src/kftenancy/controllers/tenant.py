@@ -273,7 +273,8 @@ class TenantReconciler:
             return Result(name, ok, verdict.reason, status_written=written)
 
         await self._set_finalizer(profile, present=True)
-        observed = await self.observe(name, desired)
+        # No namespace yet: nothing namespaced of ours can exist, so skip the lists.
+        observed = await self.observe(name, desired) if ns is not None else []
         if ns is not None and not is_owned(ns) and verdict.adopting:
             observed.append(ns)  # adopting: compare with what is there
         try:
