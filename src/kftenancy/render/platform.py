@@ -60,7 +60,12 @@ def controller_rules(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
     rules = [
         _rule(c.API_GROUP, [c.POLICY_PLURAL], _READ),
         _rule(c.API_GROUP, [f"{c.POLICY_PLURAL}/status"], ["get", "patch", "update"]),
-        _rule(c.KUBEFLOW_GROUP, [c.PROFILE_PLURAL], ["get", "list", "watch", "create", "patch"]),
+        # delete: offboarding an OpenShift User (or `kftenancy offboard`) deletes its Profile.
+        _rule(
+            c.KUBEFLOW_GROUP,
+            [c.PROFILE_PLURAL],
+            ["get", "list", "watch", "create", "patch", "delete"],
+        ),
         _rule(
             c.KUBEFLOW_GROUP,
             [f"{c.PROFILE_PLURAL}/status", f"{c.PROFILE_PLURAL}/finalizers"],
@@ -77,6 +82,8 @@ def controller_rules(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
         # kopf: resource discovery and peering between controller replicas.
         _rule("apiextensions.k8s.io", ["customresourcedefinitions"], ["list", "watch"]),
         _rule("kopf.dev", ["clusterkopfpeerings"], ["get", "list", "watch", "patch"]),
+        # Leader election: one active controller replica holds this Lease.
+        _rule("coordination.k8s.io", ["leases"], ["get", "create", "patch"]),
     ]
     if policy.mesh.flavor != MeshFlavor.NONE:
         rules.append(
