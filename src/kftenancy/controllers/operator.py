@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx2
 import kopf
 import yaml
 from pydantic import ValidationError
@@ -31,7 +32,7 @@ from kftenancy.controllers.metrics import Metrics, serve
 from kftenancy.controllers.queue import WorkQueue
 from kftenancy.controllers.tenant import KNOWN_KINDS, READY, TenantReconciler
 from kftenancy.errors import KftenancyError, describe_validation_error
-from kftenancy.kube import ApiError, Kube, WriteCounter
+from kftenancy.kube import ApiError, Kube, UnknownKind, WriteCounter
 from kftenancy.policy import OnboardingSource, TenancyPolicySpec, load_policy
 from kftenancy.reconcile import expired_namespaces, plan, written_by
 from kftenancy.render import platform_objects
@@ -295,24 +296,6 @@ class Controller:
         async def user_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
             await self._on_main(self.on_user(event.get("type"), name))
 
-        def owned_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-            tenant = body.get("metadata", {}).get("labels", {}).get(c.LABEL_TENANT)
-            if event.get("type") in ("ADDED", "MODIFIED") and written_by(body):
-                return  # our own apply coming back
-            if tenant:
-                self._soon(self._tenant_touched, str(tenant))
-
-        for api_version, kind in KNOWN_KINDS:
-            group, _, version = api_version.rpartition("/")
-            kopf.on.event(
-                group=group,
-                version=version,
-                kind=kind,
-                labels={c.LABEL_MANAGED_BY: c.MANAGED_BY},
-                registry=registry,
-                id=f"owned-{kind}",
-            )(owned_event)
-
         @kopf.on.event(
             "", "v1", "namespaces", annotations={c.ANN_ADOPT: kopf.PRESENT}, registry=registry
         )
@@ -342,6 +325,31 @@ class Controller:
     def _tenant_touched(self, tenant: str) -> None:
         if tenant in self.profiles:
             self.queue.add(tenant)
+
+    async def _watch_owned(self, api_version: str, kind: str) -> None:
+        """Changes to objects we own → re-queue their tenant (drift and deletion repair).
+
+        A plain label-selected watch rather than kopf: nothing is kept per object, which
+        matters at ~17 owned objects per tenant. Our own applies coming back are skipped.
+        """
+        delay = 1.0
+        while True:
+            try:
+                async for event_type, obj in self.kube.watch(
+                    api_version, kind, labels={c.LABEL_MANAGED_BY: c.MANAGED_BY}
+                ):
+                    delay = 1.0
+                    if event_type in ("ADDED", "MODIFIED") and written_by(obj):
+                        continue
+                    tenant = ((obj.get("metadata") or {}).get("labels") or {}).get(c.LABEL_TENANT)
+                    if tenant:
+                        self._tenant_touched(str(tenant))
+            except UnknownKind:
+                delay = 30.0  # not installed (yet): look again later
+            except (ApiError, OSError, httpx2.HTTPError) as err:
+                log.warning("watch of %s failed, restarting: %s", kind, err)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
     # ------------------------------------------------------------------ running
 
@@ -391,6 +399,9 @@ class Controller:
                 for _ in range(self.settings.workers)
             ]
             tasks.append(asyncio.create_task(self._resync_loop()))
+            tasks += [
+                asyncio.create_task(self._watch_owned(av, kind)) for av, kind in KNOWN_KINDS
+            ]
             failure: list[BaseException] = []
 
             def kopf_thread() -> None:

@@ -15,7 +15,7 @@ import asyncio
 import builtins
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -249,6 +249,19 @@ class Kube:
             *(self.list(av, kind, labels=selector) for av, kind in dict.fromkeys(kinds))
         )
         return [obj for objs in found for obj in objs]
+
+    async def watch(
+        self, api_version: str, kind: str, *, labels: Mapping[str, str] | None = None
+    ) -> AsyncIterator[tuple[str, Obj]]:
+        """(event type, object) for every change of a kind, all namespaces, from now on
+        (the first events are ADDED for what exists). Reconnects on its own; raises
+        UnknownKind if the kind is not served, ApiError on other failures."""
+        k = await self.kind(api_version, kind)
+        kwargs: dict[str, Any] = {"labels": dict(labels) if labels else None, "server_timeout": 300}
+        if k.namespaced:
+            kwargs["namespace"] = "*"
+        async for event_type, item in self._client.inner.watch(k.resource, **kwargs):
+            yield str(event_type), _plain(item)
 
     # ------------------------------------------------------------------ writes
 
