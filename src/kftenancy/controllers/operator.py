@@ -220,7 +220,7 @@ class Controller:
             self.metrics.tenant_state(name, None, result.reason)
         else:
             self.metrics.tenant_state(name, result.reason == READY, result.reason)
-        if result.plan is not None and result.plan.writes:
+        if result.ok and result.plan is not None and result.plan.writes:
             log.info("tenant %s reconciled", name, extra={"changes": result.plan.summary()})
         return result.ok
 
