@@ -420,7 +420,10 @@ async def test_offboarding_revokes_access_keeps_data_and_reonboarding_restores_i
     assert await eventually(can_read, what="owner can read own namespace")
     result = await offboard(kube, await current_policy(kube, policy_name), user)
     assert result.existed
-    assert not await can_read()  # at once, not eventually
+    # Revoked when offboard returns: the bindings are gone ...
+    assert await kube.list_owned([("rbac.authorization.k8s.io/v1", "RoleBinding")], tenant=name) == []
+    # ... and the API server's RBAC authorizer (an informer cache) follows within moments.
+    await eventually(lambda: _not(can_read()), within=3, what="owner lost access")
     ns = await kube.get("v1", "Namespace", name)
     assert ns is not None
     ann = ns["metadata"]["annotations"]
