@@ -43,13 +43,15 @@ class OffboardResult:
     existed: bool
 
 
-def _owner_of(profile: dict[str, Any]) -> str | None:
-    meta = profile.get("metadata") or {}
-    user_id = (meta.get("annotations") or {}).get(c.ANN_USER_ID)
-    if user_id:
-        return str(user_id)
+def owner_of(profile: dict[str, Any]) -> str | None:
+    """The user who owns a Profile: `spec.owner` (kind User) is the truth, so an owner
+    change moves the Profile to the new owner. The onboarding annotation (the exact id it
+    was created for) counts only when the spec names no User."""
     owner = (profile.get("spec") or {}).get("owner") or {}
-    return str(owner["name"]) if owner.get("kind") == "User" and owner.get("name") else None
+    if owner.get("kind") == "User" and owner.get("name"):
+        return str(owner["name"])
+    user_id = ((profile.get("metadata") or {}).get("annotations") or {}).get(c.ANN_USER_ID)
+    return str(user_id) if user_id else None
 
 
 def same_user(policy: TenancyPolicySpec, a: str | None, b: str) -> bool:
@@ -73,7 +75,7 @@ async def ensure_profile(
         found = await kube.get(PROFILE_API_VERSION, c.PROFILE_KIND, name)
         if found is None:
             return None
-        owner = _owner_of(found)
+        owner = owner_of(found)
         if not same_user(policy, owner, user_id):
             raise OnboardingError(
                 f"Profile {name} exists and belongs to {owner!r}, not to {user_id!r}; "
@@ -113,10 +115,22 @@ async def offboard(
     """
     name = profile_name(policy, user_id)
     found = await kube.get(PROFILE_API_VERSION, c.PROFILE_KIND, name)
-    if found is not None and not same_user(policy, _owner_of(found), user_id):
-        raise OnboardingError(
-            f"Profile {name} belongs to {_owner_of(found)!r}, not to {user_id!r}; not offboarding it"
-        )
+    if found is None or not same_user(policy, owner_of(found), user_id):
+        # The user may own a Profile under another name (an owner change moved it to
+        # them): look it up by owner. Offboarding is rare, so a full list is fine.
+        theirs = [
+            p
+            for p in await kube.list(PROFILE_API_VERSION, c.PROFILE_KIND)
+            if same_user(policy, owner_of(p), user_id)
+        ]
+        if theirs:
+            found = min(theirs, key=lambda p: str(p["metadata"]["name"]))
+            name = str(found["metadata"]["name"])
+        elif found is not None:
+            raise OnboardingError(
+                f"Profile {name} belongs to {owner_of(found)!r}, not to {user_id!r}; "
+                "not offboarding it"
+            )
     # Delete first: from then on the controller offboards too (finalizer) instead of
     # repairing what we revoke. Then revoke here, at once, whether or not it runs.
     if found is not None:

@@ -631,6 +631,17 @@ async def test_changing_the_owner_moves_access_to_the_new_owner(
     binding = await kube.get("rbac.authorization.k8s.io/v1", "RoleBinding", "namespaceAdmin", name)
     assert binding is not None and [s["name"] for s in binding["subjects"]] == [new]
 
+    # spec.owner is the truth from now on: the old owner cannot claim the Profile back ...
+    policy = await current_policy(kube, policy_name)
+    with pytest.raises(OnboardingError, match=f"belongs to '{new}'"):
+        await ensure_profile(kube, policy, old, source="cli")
+    # ... and offboarding the new owner finds it, though its name came from the old id.
+    result = await offboard(kube, policy, new)
+    assert (result.name, result.existed) == (name, True)
+    assert await eventually(lambda: _not(can_read(new)), within=3, what="new owner revoked")
+    notes = await kube.get("v1", "ConfigMap", "notes", name)
+    assert notes is not None and notes["data"] == {"k": "v"}
+
 
 async def _not(value: Awaitable[bool]) -> bool:
     return not await value

@@ -162,6 +162,8 @@ async def tenant_rows(kube: Kube, now: datetime) -> list[dict[str, Any]]:
         if q["metadata"]["name"] == "kf-resource-quota"
     }
     rows = []
+    from kftenancy.onboarding import owner_of
+
     for p in sorted(profiles, key=lambda p: str(p["metadata"]["name"])):
         meta = p["metadata"]
         ready: dict[str, Any] = next(
@@ -172,7 +174,7 @@ async def tenant_rows(kube: Kube, now: datetime) -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": meta["name"],
-                "owner": (meta.get("annotations") or {}).get(c.ANN_USER_ID) or owner.get("name"),
+                "owner": owner_of(p) or owner.get("name"),
                 "namespace": meta["name"],
                 "ready": ready.get("status", "Unknown"),
                 "reason": ready.get("reason", ""),
