@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import logging
 import multiprocessing as mp
@@ -38,10 +39,9 @@ from typing import Any
 
 import jwt
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from kftenancy.certs import serving_pair, write_pair
 
 ISSUER = "https://idp.bench.local"
 
@@ -51,38 +51,6 @@ def pin(cpu: int) -> int:
     chosen = cpus[cpu % len(cpus)]
     os.sched_setaffinity(0, {chosen})
     return chosen
-
-
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    import datetime as dt
-    import ipaddress
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp / "tls.crt", tmp / "tls.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
 
 
 def server_main(
@@ -255,7 +223,9 @@ def main() -> int:
         )
 
     with tempfile.TemporaryDirectory() as tmp:
-        cert, key = self_signed(Path(tmp))
+        cert, key = write_pair(
+            serving_pair("127.0.0.1", ["127.0.0.1"], dt.datetime.now(dt.UTC)), Path(tmp)
+        )
         parent, child = mp.Pipe()
         proc = mp.get_context("fork").Process(
             target=server_main, args=(cert, key, {"keys": [jwk]}, users, child)

@@ -13,8 +13,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kftenancy.certs import CertificateAuthority
 from kftenancy.lab.binaries import parse_print_dir
-from kftenancy.lab.certs import CertificateAuthority
 from kftenancy.lab.cluster import admission_plugins, apiserver_args, user_file_stem
 from kftenancy.lab.kubeconfig import build_kubeconfig
 from kftenancy.lab.nodes import KWOK_NODE_ANNOTATION, gpu_node_manifest

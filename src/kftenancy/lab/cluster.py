@@ -36,8 +36,8 @@ from lightkube.core.exceptions import ApiError
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Node, ServiceAccount
 
+from kftenancy.certs import CertificateAuthority, service_account_key
 from kftenancy.lab.binaries import KWOK_STAGES, ensure_binaries
-from kftenancy.lab.certs import CertificateAuthority, service_account_key
 from kftenancy.lab.errors import ControlPlaneError
 from kftenancy.lab.kubeconfig import build_kubeconfig, write_kubeconfig, write_private
 from kftenancy.lab.nodes import KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE, gpu_node_manifest

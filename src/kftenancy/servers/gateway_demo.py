@@ -18,7 +18,6 @@ namespace, the policy's rule) and the proxy secret is generated on the spot.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import secrets
 import tempfile
 from dataclasses import dataclass
@@ -27,11 +26,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from kftenancy.certs import serving_pair, write_pair
 from kftenancy.gateway.signer import KeyRing, SigningKey, verify_identity_token
 from kftenancy.policy import IdentityMethod, TenancyPolicySpec
 from kftenancy.servers.gateway import (
@@ -53,39 +49,6 @@ class Step:
     status: int
     outcome: str
     ok: bool
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A throwaway serving certificate for 127.0.0.1 (also its own CA)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kftenancy-demo")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "tls.crt", directory / "tls.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_file.chmod(0o600)
-    return cert_file, key_file
 
 
 async def _echo(req: web.Request) -> web.Response:
@@ -149,7 +112,9 @@ async def run_demo(kube: Any, policy: TenancyPolicySpec, user: str) -> list[Step
     tp = policy.identity.trusted_proxy
     steps: list[Step] = []
     with tempfile.TemporaryDirectory() as tmp:
-        cert, key = self_signed(Path(tmp))
+        cert, key = write_pair(
+            serving_pair("kftenancy-demo", ["127.0.0.1"], dt.datetime.now(dt.UTC)), Path(tmp)
+        )
         server_ctx = server_ssl_context(cert, key)
         client_ctx = client_ssl_context(cert)
         upstream_app = web.Application()

@@ -1,6 +1,8 @@
-"""Certificates and keys for a local control plane, made with `cryptography`.
+"""Certificates and keys made with `cryptography`: the local control plane's, and the
+throwaway serving certificates of servers started without one (controller probes, the
+gateway demo, benchmarks).
 
-One CA signs everything: the API server's serving certificate, the client certificates
+For the local control plane one CA signs everything: the API server's serving certificate, the client certificates
 (the API server trusts it as `--client-ca-file`; a client certificate's CN is the user
 name and its O entries are the groups), and serving certificates for webhooks that the
 tests run on 127.0.0.1. The service-account signing key is a separate RSA key.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -101,6 +104,7 @@ class CertificateAuthority:
         common_name: str,
         now: dt.datetime,
         *,
+        validity: dt.timedelta = VALIDITY,
         organizations: list[str] | None = None,
         server_hosts: list[str] | None = None,
         client: bool = False,
@@ -125,7 +129,7 @@ class CertificateAuthority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - BACKDATE)
-            .not_valid_after(now + VALIDITY)
+            .not_valid_after(now + validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -150,6 +154,28 @@ class CertificateAuthority:
             builder = builder.add_extension(_san(server_hosts), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def serving_pair(
+    common_name: str, hosts: list[str], now: dt.datetime, validity: dt.timedelta = VALIDITY
+) -> KeyPair:
+    """A serving certificate from a throwaway CA, for a server started without one.
+
+    `cert_pem` holds the leaf followed by the CA, so the one file is both the server's
+    chain (`load_cert_chain`) and what a client trusts (`cafile`).
+    """
+    ca = CertificateAuthority.create(f"{common_name} CA", now)
+    leaf = ca.issue(common_name, now, server_hosts=hosts, validity=validity)
+    return KeyPair(leaf.cert_pem + ca.cert_pem, leaf.key_pem)
+
+
+def write_pair(pair: KeyPair, directory: Path) -> tuple[Path, Path]:
+    """Write `tls.crt` and `tls.key` (mode 0600) into `directory`; return their paths."""
+    cert_file, key_file = directory / "tls.crt", directory / "tls.key"
+    cert_file.write_bytes(pair.cert_pem)
+    key_file.touch(mode=0o600)
+    key_file.write_bytes(pair.key_pem)
+    return cert_file, key_file
 
 
 def service_account_key() -> tuple[bytes, bytes]:
