@@ -1,12 +1,15 @@
-"""`kftenancy lab` starts a usable cluster in the background and stops exactly it; a
-second LocalCluster honours its admission-plugin options."""
+"""`kftenancy lab` starts a usable cluster in the background and stops exactly it, also
+when two commands race on one state directory under CPU load; a second LocalCluster
+honours its admission-plugin options."""
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import lightkube
@@ -101,3 +104,56 @@ def test_pod_toleration_restriction_can_be_disabled_in_a_second_cluster() -> Non
         assert isinstance(created, Pod)
         assert created.spec is not None
         assert outside in [t.to_dict() for t in created.spec.tolerations or []]
+
+
+def _cpu_burners(seconds: float) -> list[subprocess.Popen[bytes]]:
+    """One busy process per core, each ending by itself after `seconds`."""
+    loop = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
+    return [
+        subprocess.Popen([sys.executable, "-c", loop]) for _ in range(os.cpu_count() or 2)
+    ]
+
+
+def test_two_lab_ups_on_one_state_dir_under_cpu_load_share_one_working_cluster(
+    tmp_path: Path,
+) -> None:
+    """The cold-start failure: two `lab up` on one state directory wrote the cluster's
+    certificates over each other, the API server reloaded the other command's serving
+    certificate, and the first request failed with CERTIFICATE_VERIFY_FAILED. Now the
+    second waits for the first and reuses its cluster, also with every core busy."""
+    state_dir = tmp_path / "lab"
+    burners = _cpu_burners(240)
+    try:
+        ups = [
+            subprocess.Popen(
+                [KFTENANCY, "lab", "up", "--state-dir", str(state_dir), "--gpu-nodes", "1"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, "COLUMNS": "200"},
+            )
+            for _ in range(2)
+        ]
+        outputs = [p.communicate(timeout=300)[0] for p in ups]
+        assert [p.returncode for p in ups] == [0, 0], outputs
+        assert sum("already running" in out for out in outputs) == 1, outputs
+        state = read_state(state_dir)
+        assert state is not None
+        assert set(state.processes) == {
+            "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+        }  # fmt: skip
+        # The kubeconfig both commands printed works, and the issuer's discovery document
+        # (what the start-up step that used to fail grants) is readable without credentials.
+        client = lightkube.Client(config=KubeConfig.from_file(state.admin_kubeconfig))
+        assert "default" in {ns.metadata.name for ns in client.list(Namespace)}
+        ctx = ssl.create_default_context(cafile=state.ca_file)
+        with urllib.request.urlopen(
+            f"{state.issuer}/.well-known/openid-configuration", context=ctx, timeout=30
+        ) as resp:
+            assert json.load(resp)["issuer"] == state.issuer
+    finally:
+        for burner in burners:
+            burner.kill()
+        stopped = lab(state_dir, "down")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert not any(pid_runs(p.pid, p.executable) for p in state.processes.values())

@@ -23,7 +23,14 @@ from kftenancy.lab.cluster import COMPONENT_ORDER, LocalCluster
 from kftenancy.lab.crds import bundled_crds
 from kftenancy.lab.errors import ControlPlaneError
 from kftenancy.lab.processes import pid_runs, stop_pid
-from kftenancy.lab.state import LabState, ProcessRecord, default_state_dir, read_state, write_state
+from kftenancy.lab.state import (
+    LabState,
+    ProcessRecord,
+    default_state_dir,
+    read_state,
+    state_lock,
+    write_state,
+)
 
 out = Console()
 err = Console(stderr=True)
@@ -67,6 +74,22 @@ def up(
     gpus_per_node: int = typer.Option(4, min=1, help="nvidia.com/gpu capacity of each."),
 ) -> None:
     """Start the local control plane in the background (idempotent)."""
+    with state_lock(state_dir, on_wait=lambda: _say_waiting(state_dir)):
+        _up(state_dir, controller_manager, scheduler, kwok, gpu_nodes, gpus_per_node)
+
+
+def _say_waiting(state_dir: Path) -> None:
+    out.print(f"waiting for another `kftenancy lab` command on {state_dir} to finish")
+
+
+def _up(
+    state_dir: Path,
+    controller_manager: bool,
+    scheduler: bool,
+    kwok: bool,
+    gpu_nodes: int,
+    gpus_per_node: int,
+) -> None:
     existing = read_state(state_dir)
     if existing is not None:
         if all(_running(existing).values()) and _ready(existing):
@@ -97,6 +120,9 @@ def up(
         cluster.stop()
         err.print(f"error: {error}", markup=False, highlight=False)
         raise typer.Exit(1) from None
+    except BaseException:
+        cluster.stop()  # never leave a half-started lab running without a state file
+        raise
     state = LabState(
         server=cluster.server,
         issuer=cluster.issuer,
@@ -121,13 +147,17 @@ def up(
 
 def down(state_dir: Path = STATE_DIR_OPTION) -> None:
     """Stop every process `lab up` started and remove the lab's data."""
-    state = read_state(state_dir)
-    if state is None:
+    if not state_dir.is_dir():
         out.print(f"no lab in {state_dir}: nothing to stop")
         return
-    _stop(state)
-    shutil.rmtree(state.workdir, ignore_errors=True)
-    (state_dir / "state.json").unlink(missing_ok=True)
+    with state_lock(state_dir, on_wait=lambda: _say_waiting(state_dir)):
+        state = read_state(state_dir)
+        if state is None:
+            out.print(f"no lab in {state_dir}: nothing to stop")
+            return
+        _stop(state)
+        shutil.rmtree(state.workdir, ignore_errors=True)
+        (state_dir / "state.json").unlink(missing_ok=True)
     out.print(f"lab stopped ({', '.join(state.processes)})")
 
 

@@ -168,6 +168,7 @@ class LocalCluster:
         self._ca: CertificateAuthority | None = None
         self._users: dict[tuple[str, tuple[str, ...]], Path] = {}
         self._client: lightkube.Client | None = None
+        self._last_tls_error: str | None = None
         self.started_seconds = 0.0
 
     # ------------------------------------------------------------------ paths
@@ -286,7 +287,15 @@ class LocalCluster:
 
     def _start_processes(self, binaries: Mapping[str, Path]) -> None:
         deadline = time.monotonic() + self.start_timeout
-        self.ports = {name: free_port() for name in self.components}
+        # A retry starts on new ports: a client or kubeconfig of an earlier attempt would
+        # still point at the old API server address (or at whatever listens there now).
+        self._client = None
+        self._users.clear()
+        self._last_tls_error = None
+        # Each port is picked right before its process binds it: a port picked at the
+        # start sits unreserved while the API server comes up (a minute under load),
+        # long enough for an ephemeral connection to take it.
+        self.ports = {name: free_port() for name in ("etcd", "kube-apiserver")}
         etcd_peer = free_port()
         etcd_url = f"http://127.0.0.1:{self.ports['etcd']}"
         etcd_dir = self.workdir / "etcd"
@@ -337,6 +346,9 @@ class LocalCluster:
             "--bind-address=127.0.0.1",
             "--leader-elect=false",
         ]
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            if name in self.components:
+                self.ports[name] = free_port()
         if "kube-controller-manager" in self.components:
             self._spawn(
                 "kube-controller-manager",
@@ -402,9 +414,17 @@ class LocalCluster:
             except (OSError, ApiError):
                 pass
             if time.monotonic() > deadline:
+                tls = self._last_tls_error
+                hint = (
+                    f"\nits TLS certificate did not verify against this cluster's CA ({tls}): "
+                    f"another process replaced {self.pki} or serves on its port (two "
+                    "`kftenancy lab up` on one state directory?)"
+                    if tls
+                    else ""
+                )
                 raise ControlPlaneError(
-                    f"{name} did not become ready within {self.start_timeout:.0f}s; end of "
-                    f"{proc.log_file}:\n{log_tail(proc.log_file)}"
+                    f"{name} did not become ready within {self.start_timeout:.0f}s{hint}; "
+                    f"end of {proc.log_file}:\n{log_tail(proc.log_file)}"
                 )
             time.sleep(0.25)
 
@@ -412,7 +432,9 @@ class LocalCluster:
 
     def _ssl_context(self, verify: bool = True) -> ssl.SSLContext:
         if verify:
-            ctx = ssl.create_default_context(cafile=str(self.ca_file))
+            # The CA in memory, the one every kubeconfig embeds, not the file: readiness
+            # must mean "the clients we hand out can connect", even if the file changed.
+            ctx = ssl.create_default_context(cadata=self.ca.cert_pem.decode())
         else:
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
@@ -431,6 +453,10 @@ class LocalCluster:
                 return bool(resp.status == 200)
         except urllib.error.HTTPError:
             return False
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, ssl.SSLCertVerificationError):
+                self._last_tls_error = str(err.reason)
+            raise
 
     def _default_sa_exists(self) -> bool:
         try:

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 STATE_FILE = "state.json"
+LOCK_FILE = ".lock"
 
 
 def default_state_dir() -> Path:
@@ -73,3 +77,25 @@ def write_state(state_dir: Path, state: LabState) -> Path:
     tmp.write_text(state.to_json())
     tmp.replace(path)
     return path
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the state directory exclusively (`lab up`/`down`). Two `lab up` at once on
+    one directory would write the cluster's certificates over each other: the API server
+    reloads its serving certificate from the shared file while the first command's
+    kubeconfig still trusts its own CA, and its first request fails certificate
+    verification. The second command waits here (`on_wait` is called once if it has to)
+    and then finds the first one's cluster running."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / LOCK_FILE).open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
