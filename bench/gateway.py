@@ -103,7 +103,7 @@ def server_main(
     cpu_start = [time.process_time()]
 
     async def run() -> None:
-        runner = web.AppRunner(GatewayServer(gw, "ext-authz").app(), access_log=None)
+        runner = GatewayServer(gw, "ext-authz").runner()
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl_context(cert, key))
         await site.start()

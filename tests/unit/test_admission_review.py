@@ -164,3 +164,21 @@ def test_a_failing_rule_denies_when_validating_and_admits_when_mutating(monkeypa
     admitted = run(policy(), review, Phase.MUTATE).response["response"]
     assert admitted["allowed"] is True and "patch" not in admitted
     assert "admitted without changes" in admitted["warnings"][0]
+
+
+def test_overloaded_denies_validation_with_a_reason_and_admits_mutation_unchanged() -> None:
+    from admission_support import GPU_TOLERATION, OTHER_NS, denial
+
+    from kftenancy.admission.dispatch import overloaded
+
+    body = admission_review(pod(OTHER_NS, tolerations=[GPU_TOLERATION]))
+    v = overloaded(body, Phase.VALIDATE, 65)
+    assert v.response["response"]["uid"] == body["request"]["uid"]
+    assert "overloaded (65 requests in flight)" in denial(v)
+    assert v.decision.code == "overloaded" and v.kind == "Pod"
+    m = overloaded(body, Phase.MUTATE, 65)
+    response = m.response["response"]
+    assert response["allowed"] is True and "patch" not in response
+    assert "admitted without changes" in response["warnings"][0]
+    junk = overloaded(decode_body(b"{"), Phase.VALIDATE, 65)
+    assert junk.response["response"]["allowed"] is False

@@ -50,3 +50,8 @@ def test_empty_proxy_secret_and_missing_key_dir(tmp_path: Path) -> None:
     assert code == 2 and "is empty" in out
     code, out = run([*tls(tmp_path), "--signing-key-dir", str(tmp_path)])
     assert code == 2 and "current.pem" in out
+
+
+def test_invalid_flood_limit_names_the_value(tmp_path: Path) -> None:
+    code, out = run([*tls(tmp_path), "--token-review-limit", "fast"])
+    assert code == 2 and "'fast' is not RATE/BURST" in out

@@ -71,11 +71,25 @@ def decide(
         return failed(phase, f"{what} ({type(exc).__name__})")
 
 
-def failed(phase: Phase, what: str) -> Decision:
+def failed(phase: Phase, what: str, code: str = "internal") -> Decision:
     """The answer when we could not decide: deny when validating, admit when mutating."""
     if phase is Phase.VALIDATE:
-        return deny("internal", f"{what}; denied to stay safe")
+        return deny(code, f"{what}; denied to stay safe")
     return allow(f"{what}; admitted without changes")
+
+
+def overloaded(body: Any, phase: Phase, inflight: int) -> Outcome:
+    """The answer when the server is over its concurrency limit, without evaluating any
+    rule: the validating rules must hold, so their requests are denied with the reason
+    (what failurePolicy Fail would do after the timeout, only at once); mutations are
+    admitted unchanged (what failurePolicy Ignore would do), and their second enforcer
+    (the controller, the Fail pod rule) still applies."""
+    request = body if isinstance(body, Malformed) else parse_review(body)
+    what = f"kftenancy webhook overloaded ({inflight} requests in flight); retry"
+    decision = failed(phase, what, "overloaded")
+    if isinstance(request, Malformed):
+        return Outcome(respond(request.uid, decision), decision, "", "")
+    return Outcome(respond(request.uid, decision), decision, request.kind, request.operation)
 
 
 def review(policy: TenancyPolicySpec, body: Any, phase: Phase, ctx: AdmissionContext) -> Outcome:

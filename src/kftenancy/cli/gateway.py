@@ -20,6 +20,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from kftenancy.errors import describe_validation_error
+from kftenancy.gateway.limits import FloodLimits, Rate
 from kftenancy.policy import TenancyPolicySpec, load_policy
 
 log = logging.getLogger("kftenancy.gateway")
@@ -72,6 +73,7 @@ async def serve(
     signing_key_dir: Path | None,
     proxy_secret: str | None,
     oidc_ca: Path | None,
+    limits: FloodLimits | None = None,
 ) -> None:
     import aiohttp
     import lightkube
@@ -110,6 +112,7 @@ async def serve(
         jwks_fetch=http_jwks_fetcher(lambda: session, oidc_ca),
         onboard=onboard,
         proxy_secret=proxy_secret,
+        limits=limits,
     )
     target = None
     if upstream:
@@ -120,7 +123,7 @@ async def serve(
         upstream=target,
         key_dir=signing_key_dir,
     )
-    runner = web.AppRunner(server.app(), access_log=None)
+    runner = server.runner()
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=server_ssl_context(tls_cert, tls_key))
     await site.start()
@@ -196,10 +199,45 @@ def register(run_app: typer.Typer) -> None:
             Path | None,
             typer.Option(envvar="KFTENANCY_OIDC_CA_FILE", help="CA bundle for OIDC issuers."),
         ] = None,
+        token_review_limit: Annotated[
+            str,
+            typer.Option(
+                envvar="KFTENANCY_TOKEN_REVIEW_LIMIT",
+                help="TokenReviews per client address: RATE/BURST (per second / burst).",
+            ),
+        ] = str(FloodLimits.token_review_per_client),
+        token_review_global_limit: Annotated[
+            str,
+            typer.Option(
+                envvar="KFTENANCY_TOKEN_REVIEW_GLOBAL_LIMIT",
+                help="TokenReviews in total: RATE/BURST.",
+            ),
+        ] = str(FloodLimits.token_review_global),
+        token_review_inflight: Annotated[
+            int,
+            typer.Option(
+                envvar="KFTENANCY_TOKEN_REVIEW_INFLIGHT", min=1, help="TokenReviews at once."
+            ),
+        ] = FloodLimits.token_review_inflight,
+        onboarding_limit: Annotated[
+            str,
+            typer.Option(
+                envvar="KFTENANCY_ONBOARDING_LIMIT", help="New users onboarded: RATE/BURST."
+            ),
+        ] = str(FloodLimits.onboarding_global),
         log_level: Annotated[str, typer.Option(envvar="KFTENANCY_LOG_LEVEL")] = "INFO",
     ) -> None:
         """Authenticate and authorize every request to Kubeflow and set kubeflow-userid."""
         logging.basicConfig(level=log_level.upper(), format="%(message)s")
+        try:
+            limits = FloodLimits(
+                token_review_per_client=Rate.parse(token_review_limit),
+                token_review_global=Rate.parse(token_review_global_limit),
+                token_review_inflight=token_review_inflight,
+                onboarding_global=Rate.parse(onboarding_limit),
+            )
+        except ValueError as e:
+            raise _fail(f"a flood limit is invalid: {e}") from None
         if mode not in ("ext-authz", "proxy"):
             raise _fail(f"--mode must be ext-authz or proxy, got {mode!r}")
         if mode == "proxy" and not upstream:
@@ -222,6 +260,12 @@ def register(run_app: typer.Typer) -> None:
             "trustedProxy": "on" if secret else "off (no secret)",
             "oidcIssuers": [i.issuer for i in policy.identity.oidc],
             "signingKeys": str(signing_key_dir) if signing_key_dir else "ephemeral",
+            "limits": {
+                "tokenReviewPerClient": str(limits.token_review_per_client),
+                "tokenReviewGlobal": str(limits.token_review_global),
+                "tokenReviewInflight": limits.token_review_inflight,
+                "onboardingGlobal": str(limits.onboarding_global),
+            },
         }
         log.info("kftenancy gateway configuration: %s", json.dumps(effective))
         asyncio.run(
@@ -238,6 +282,7 @@ def register(run_app: typer.Typer) -> None:
                 signing_key_dir=signing_key_dir,
                 proxy_secret=secret,
                 oidc_ca=oidc_ca,
+                limits=limits,
             )
         )
 

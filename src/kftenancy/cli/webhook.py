@@ -57,6 +57,14 @@ def webhook(
     cert_check_seconds: Annotated[
         float, typer.Option(envvar="KFTENANCY_WEBHOOK_CERT_CHECK_SECONDS", min=0.1)
     ] = 5.0,
+    max_inflight: Annotated[
+        int,
+        typer.Option(
+            envvar="KFTENANCY_WEBHOOK_MAX_INFLIGHT",
+            min=1,
+            help="Requests answered at once; beyond, validations are denied (overloaded).",
+        ),
+    ] = 64,
     log_level: Annotated[str, typer.Option(envvar="KFTENANCY_LOG_LEVEL")] = "INFO",
 ) -> None:
     """Serve /mutate and /validate (AdmissionReview v1) over TLS, plus health and metrics."""
@@ -81,6 +89,7 @@ def webhook(
         policy_name=policy_name,
         policy_file=policy_file,
         cert_check_seconds=cert_check_seconds,
+        max_inflight=max_inflight,
     )
     logging.getLogger("kftenancy.webhook").info("settings: %s", settings)
 

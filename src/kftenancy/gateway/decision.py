@@ -51,6 +51,7 @@ REASON_ALLOWED = "allowed"
 REASON_NO_CREDENTIALS = "no-credentials"
 REASON_FORBIDDEN = "forbidden"
 REASON_AUTHZ_UNAVAILABLE = "authz-unavailable"
+REASON_ONBOARDING_THROTTLED = "onboarding-throttled"
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,9 @@ def decide(
             policy, request, REASON_NO_CREDENTIALS, "no credentials: sign in or send a bearer token"
         )
     if isinstance(authn, Rejected):
-        if authn.status == 503:
-            return Decision(503, {"retry-after": "1"}, (), authn.reason, authn.detail)
+        if authn.status in (429, 503):
+            retry = {"retry-after": str(max(1, authn.retry_after))}
+            return Decision(authn.status, retry, (), authn.reason, authn.detail)
         if authn.status != 401:
             return Decision(authn.status, {}, (), authn.reason, authn.detail)
         return _unauthenticated(policy, request, authn.reason, authn.detail)
@@ -173,3 +175,16 @@ def decide(
         to_set[ident.identity_token.header] = identity_token
     to_remove = tuple(h for h in client_identity_headers(policy) if h not in to_set)
     return Decision(200, to_set, to_remove, REASON_ALLOWED, authz.detail, authn.user)
+
+
+def onboarding_throttled(user: str, retry_after: int) -> Decision:
+    """A new user arrived while too many users were being onboarded at once: 429, so the
+    user retries instead of reaching a workspace that does not exist yet."""
+    return Decision(
+        429,
+        {"retry-after": str(max(1, retry_after))},
+        (),
+        REASON_ONBOARDING_THROTTLED,
+        f"too many new users are being onboarded; retry in {retry_after} s",
+        user,
+    )

@@ -18,6 +18,10 @@ class SingleFlight(Generic[K, V]):
     def __init__(self) -> None:
         self._inflight: dict[K, asyncio.Future[V]] = {}
 
+    def running(self, key: K) -> bool:
+        """True while a call for `key` is in flight (joining it costs nothing)."""
+        return key in self._inflight
+
     async def do(self, key: K, fn: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
         """`(fn(), True)` for the caller that ran it; `(same result, False)` for callers
         that joined while it ran. An exception reaches every caller of that flight."""

@@ -50,6 +50,7 @@ class Request:
     path: str
     headers: Mapping[str, str]
     duplicated: frozenset[str] = frozenset()
+    client: str = "-"  # the address flood limits are charged to (`limits.client_address`)
 
 
 def normalize_headers(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], frozenset[str]]:
@@ -83,6 +84,7 @@ class Rejected:
     reason: str
     detail: str
     status: int = 401
+    retry_after: int = 1  # seconds, sent as Retry-After with 429 and 503
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ def check_request_headers(policy: TenancyPolicySpec) -> list[str]:
         "cookie",
         "accept",
         "x-requested-with",
+        "x-forwarded-for",  # its last entry (Envoy's own) is the client flood limits charge
         tp.user_header,
         tp.email_header,
         tp.groups_header,

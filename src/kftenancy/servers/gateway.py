@@ -26,7 +26,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -45,7 +45,7 @@ from prometheus_client import (
 from kftenancy.gateway import authz as authz_core
 from kftenancy.gateway.authz import AuthzResult
 from kftenancy.gateway.cache import TTLCache
-from kftenancy.gateway.decision import Decision, decide
+from kftenancy.gateway.decision import Decision, decide, onboarding_throttled
 from kftenancy.gateway.flight import SingleFlight
 from kftenancy.gateway.identity import (
     Credential,
@@ -61,6 +61,13 @@ from kftenancy.gateway.identity import (
     select_credential,
 )
 from kftenancy.gateway.jwt_verify import JWKSCache, TokenRejected, verify_with_cache
+from kftenancy.gateway.limits import (
+    FloodLimits,
+    InFlight,
+    Throttled,
+    WorkLimiter,
+    client_address,
+)
 from kftenancy.gateway.onboard import Onboarder, OnboardFn
 from kftenancy.gateway.signer import KeyRing, load_keyring, sign_identity
 from kftenancy.policy import OIDCIssuer, OnboardingSource, TenancyPolicySpec
@@ -73,6 +80,25 @@ CHECK_PREFIX = "/check"
 JWKS_PATH = "/.well-known/jwks.json"
 ENVOY_REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
 AUTHN_CACHE_MAX_SECONDS = 120.0
+# HTTP limits (aiohttp's own settings). A request line may carry a long query string; a
+# header may carry a bearer token of up to `identity.MAX_TOKEN_BYTES` (16 KiB) or big
+# cookies, so fields get 32 KiB (aiohttp's default of 8 KiB would refuse large OIDC
+# tokens); more than 128 headers is refused (aiohttp's default). Oversized requests get
+# aiohttp's 400 before any handler runs. `keepalive_timeout` is also the slow-client
+# bound: aiohttp arms it when the connection opens and after each response, and closes
+# a connection that has not delivered a complete request head by then (slowloris).
+HTTP_LIMITS: dict[str, Any] = {
+    "max_line_size": 16 * 1024,
+    "max_field_size": 32 * 1024,
+    "max_headers": 128,
+    "keepalive_timeout": 15.0,
+}
+# Proxy mode streams bodies; Jupyter's server refuses more than 100 MiB, so do we (413),
+# and a body that stalls for BODY_IDLE_SECONDS is abandoned.
+MAX_PROXY_BODY = 100 * 1024 * 1024
+BODY_IDLE_SECONDS = 60.0
+# ext-authz checks never carry a body (Envoy sends none); nothing is read anyway.
+MAX_CHECK_BODY = 64 * 1024
 # Hop-by-hop headers (RFC 9110 7.6.1) and ones the proxy sets itself.
 HOP_BY_HOP = frozenset(
     {
@@ -165,6 +191,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.throttled = Counter(
+            "kftenancy_gateway_throttled",
+            "Work refused by a flood limit (answered 429 without calling the API server).",
+            ["work", "scope"],
+            registry=r,
+        )
         self.cache_ratio = Gauge(
             "kftenancy_gateway_cache_hit_ratio",
             "Hit ratio of the gateway caches.",
@@ -194,6 +226,7 @@ class Gateway:
         proxy_secret: str | None = None,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        limits: FloodLimits | None = None,
     ) -> None:
         self.policy = policy
         self.keyring = keyring
@@ -201,6 +234,13 @@ class Gateway:
         self.proxy_secret = proxy_secret or None
         self.clock = clock
         self.metrics = metrics or Metrics()
+        self.limits = limits or FloodLimits()
+        self.token_reviews = WorkLimiter(
+            self.limits.token_review_global,
+            self.limits.token_review_per_client,
+            max_clients=self.limits.max_clients,
+        )
+        self.token_reviews_inflight = InFlight(self.limits.token_review_inflight)
         size = policy.identity.authorization.cache_size
         self.authn_cache: TTLCache[bytes, Identity | Rejected] = TTLCache(size)
         self.authz_cache: TTLCache[tuple[str, tuple[str, ...]], AuthzResult] = TTLCache(size)
@@ -215,7 +255,7 @@ class Gateway:
                 self.jwks[issuer.issuer] = JWKSCache(self._counted(jwks_fetch(issuer), "jwks"))
         self.onboarder: Onboarder | None = None
         if onboard is not None and OnboardingSource.GATEWAY in policy.identity.onboarding:
-            self.onboarder = Onboarder(onboard)
+            self.onboarder = Onboarder(onboard, limiter=WorkLimiter(self.limits.onboarding_global))
         for name in ("authn", "authz", "identity_token"):
             self.metrics.cache_ratio.labels(name).set_function(self._ratio(name))
 
@@ -240,7 +280,7 @@ class Gateway:
     # -- authentication --------------------------------------------------------------
 
     async def authenticate(
-        self, cred: Credential | Rejected | None, now: float
+        self, cred: Credential | Rejected | None, now: float, client: str = "-"
     ) -> Identity | Rejected | None:
         if cred is None or isinstance(cred, Rejected):
             return cred
@@ -255,7 +295,7 @@ class Gateway:
             if isinstance(cred, OIDCCredential):
                 result, ttl = await self._verify_oidc(cred, now)
             else:
-                result, ttl = await self._review_token(cred, now)
+                result, ttl = await self._review_token(cred, now, client)
             if ttl > 0:
                 self.authn_cache.put(key, result, now, ttl)
             return result
@@ -292,16 +332,26 @@ class Gateway:
         return ident, ttl
 
     async def _review_token(
-        self, cred: KubeTokenCredential, now: float
+        self, cred: KubeTokenCredential, now: float, client: str
     ) -> tuple[Identity | Rejected, float]:
         if self.reviewer is None:
             return Rejected("authn-unavailable", "token review is not configured", 503), 0
+        inflight = self.token_reviews_inflight
+        throttled = Throttled("inflight", 1) if inflight.full else None
+        throttled = throttled or self.token_reviews.admit(client, now)
+        if throttled is not None:  # refused before any API call; never cached
+            self.metrics.throttled.labels("tokenreview", throttled.scope).inc()
+            detail = f"too many unverified tokens ({throttled.scope} limit); retry later"
+            return Rejected("throttled", detail, 429, throttled.retry_after), 0
+        inflight.enter()
         self.metrics.api_calls.labels("tokenreview").inc()
         try:
             status = await self.reviewer.token_review(cred.token)
         except Exception as e:  # any API failure is an outage for this request, never a 500
             log.warning("TokenReview failed: %s", type(e).__name__)
             return Rejected("authn-unavailable", "token review is unavailable", 503), 0
+        finally:
+            self.token_reviews_inflight.leave()
         ident = identity_from_token_review(status)
         ttl = AUTHN_CACHE_MAX_SECONDS if isinstance(ident, Identity) else self._deny_ttl()
         return ident, ttl
@@ -366,41 +416,51 @@ class Gateway:
         started = time.perf_counter()
         now = self.clock()
         cred = select_credential(self.policy, request, self.proxy_secret)
-        ident = await self.authenticate(cred, now)
+        ident = await self.authenticate(cred, now, request.client)
         result: AuthzResult | None = None
         token: str | None = None
+        throttled: Throttled | None = None
         if isinstance(ident, Identity):
             result = await self.authorize(ident, now)
             if result is not None and result.allowed:
                 if self.onboarder is not None:
-                    await self._onboard(ident.user, now)
+                    throttled = await self._onboard(ident.user, now)
                 token = self.identity_token(ident, now)
-        decision = decide(self.policy, ident, result, request, token)
+        if throttled is not None and isinstance(ident, Identity):
+            decision = onboarding_throttled(ident.user, throttled.retry_after)
+        else:
+            decision = decide(self.policy, ident, result, request, token)
         self.metrics.decisions.labels(
             "allow" if decision.allowed else "deny", decision.reason
         ).inc()
         self.metrics.latency.observe(time.perf_counter() - started)
         return decision
 
-    async def _onboard(self, user: str, now: float) -> None:
+    async def _onboard(self, user: str, now: float) -> Throttled | None:
         assert self.onboarder is not None
         try:
             ran = await self.onboarder.ensure(user, now)
         except Exception as e:  # the request still passes; the next one retries onboarding
             self.metrics.onboarded.labels("error").inc()
             log.error("onboarding %r failed: %s: %s", user, type(e).__name__, e)
-            return
+            return None
+        if isinstance(ran, Throttled):
+            self.metrics.throttled.labels("onboarding", ran.scope).inc()
+            self.metrics.onboarded.labels("throttled").inc()
+            return ran
         if ran:
             self.metrics.onboarded.labels("ok").inc()
             self.metrics.api_calls.labels("onboarding").inc()
+        return None
 
 
 # ------------------------------------------------------------------------------ HTTP
 
 
-def request_from_aiohttp(req: web.Request, path: str) -> Request:
+def request_from_aiohttp(req: web.Request, path: str, *, trust_xff: bool = False) -> Request:
     headers, dup = normalize_headers(req.headers.items())
-    return Request(req.method, path, headers, dup)
+    client = client_address(headers.get("x-forwarded-for"), req.remote, trust_xff=trust_xff)
+    return Request(req.method, path, headers, dup, client)
 
 
 def _log_access(mode: str, req: Request, decision: Decision, started: float) -> None:
@@ -429,6 +489,12 @@ def _deny_response(decision: Decision) -> web.Response:
     )
 
 
+def _too_large(limit: int) -> web.Response:
+    return web.Response(
+        status=413, text=f"body-too-large: the request body exceeds {limit} bytes\n"
+    )
+
+
 @dataclass
 class ProxyTarget:
     base: str  # e.g. https://notebooks.internal:8443 (no trailing slash)
@@ -451,6 +517,26 @@ def upstream_headers(req: web.Request, decision: Decision) -> dict[str, str]:
     return out
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def limited_body(
+    stream: aiohttp.StreamReader, limit: int, idle: float = BODY_IDLE_SECONDS
+) -> AsyncIterator[bytes]:
+    """The request body, chunk by chunk, failing with BodyTooLarge past `limit` bytes and
+    with TimeoutError when the client sends nothing for `idle` seconds."""
+    seen = 0
+    while True:
+        chunk = await asyncio.wait_for(stream.readany(), idle)
+        if not chunk:
+            return
+        seen += len(chunk)
+        if seen > limit:
+            raise BodyTooLarge(f"the request body exceeds {limit} bytes")
+        yield chunk
+
+
 class GatewayServer:
     """The aiohttp application for one mode."""
 
@@ -462,6 +548,7 @@ class GatewayServer:
         upstream: ProxyTarget | None = None,
         key_dir: Path | None = None,
         key_reload_seconds: float = 30.0,
+        max_body: int = MAX_PROXY_BODY,
     ) -> None:
         if mode == "proxy" and upstream is None:
             raise ValueError("proxy mode needs an upstream URL")
@@ -470,12 +557,18 @@ class GatewayServer:
         self.upstream = upstream
         self.key_dir = key_dir
         self.key_reload_seconds = key_reload_seconds
+        self.max_body = max_body
         self.ready = False
         self.session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
+    def runner(self, **overrides: Any) -> web.AppRunner:
+        """An AppRunner for `app()` with the HTTP limits (`HTTP_LIMITS`, then `overrides`)."""
+        return web.AppRunner(self.app(), access_log=None, **(HTTP_LIMITS | overrides))
+
     def app(self) -> web.Application:
-        app = web.Application()
+        size = MAX_CHECK_BODY if self.mode == "ext-authz" else self.max_body
+        app = web.Application(client_max_size=size)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
@@ -553,7 +646,7 @@ class GatewayServer:
         )
 
     async def _decide(self, req: web.Request, path: str) -> tuple[Request, Decision]:
-        request = request_from_aiohttp(req, path)
+        request = request_from_aiohttp(req, path, trust_xff=self.mode == "ext-authz")
         return request, await self.gateway.check(request)
 
     async def check(self, req: web.Request) -> web.Response:
@@ -578,7 +671,9 @@ class GatewayServer:
         headers = upstream_headers(req, decision)
         if req.headers.get("upgrade", "").lower() == "websocket":
             return await self._websocket(req, url, headers)
-        data: Any = req.content if req.body_exists else None
+        if req.content_length is not None and req.content_length > self.max_body:
+            return _too_large(self.max_body)
+        data: Any = limited_body(req.content, self.max_body) if req.body_exists else None
         try:
             async with self.session.request(
                 req.method,
@@ -597,7 +692,11 @@ class GatewayServer:
                     await resp.write(chunk)
                 await resp.write_eof()
                 return resp
+        except BodyTooLarge:
+            return _too_large(self.max_body)
         except (TimeoutError, aiohttp.ClientError) as e:
+            if isinstance(e.__cause__, BodyTooLarge) or isinstance(e.__context__, BodyTooLarge):
+                return _too_large(self.max_body)
             log.warning("upstream %s failed: %s", self.upstream.base, type(e).__name__)
             return web.Response(status=502, text="bad-gateway: the upstream is unreachable\n")
 

@@ -45,7 +45,7 @@ from pydantic import ValidationError
 
 from kftenancy import constants as c
 from kftenancy.admission import AdmissionContext, Phase, review
-from kftenancy.admission.dispatch import Outcome, failed, lookups
+from kftenancy.admission.dispatch import Outcome, failed, lookups, overloaded
 from kftenancy.admission.review import decode_body, respond
 from kftenancy.errors import describe_validation_error
 from kftenancy.policy import TenancyPolicySpec, load_policy
@@ -57,7 +57,17 @@ TenancyPolicy = create_global_resource(
     group=c.API_GROUP, version=c.API_VERSION, kind=c.POLICY_KIND, plural=c.POLICY_PLURAL
 )
 
-MAX_BODY = 8 * 1024 * 1024  # AdmissionReviews of large pods stay far below this
+# kube-apiserver accepts request bodies up to 3 MiB and etcd objects up to 1.5 MiB; an
+# AdmissionReview carries the object and, on UPDATE, the old object: 8 MiB is ample.
+MAX_BODY = 8 * 1024 * 1024
+# Requests being answered at once. Answering is CPU-bound except for reading the body
+# and read-through GETs of objects the caches miss, so a pile-up means the API server or
+# this process is stalled; beyond the limit requests are answered without evaluating
+# (`dispatch.overloaded`: validating denied with a reason, mutating admitted unchanged).
+MAX_INFLIGHT = 64
+# Read-through GETs at once; beyond, the object is judged as not cached (an unknown
+# namespace is a non-tenant one: stricter, never looser).
+MAX_LOOKUPS = 16
 RETRY_SECONDS = 2.0
 LOOKUP_TIMEOUT = 2.0
 LIST_CHUNK = 500  # a 5,000-tenant cluster lists tens of thousands of ServiceAccounts
@@ -75,6 +85,8 @@ class WebhookSettings:
     policy_name: str = c.DEFAULT_POLICY_NAME
     policy_file: Path | None = None  # a fixed policy instead of the cluster's object
     cert_check_seconds: float = 5.0
+    max_inflight: int = MAX_INFLIGHT
+    max_lookups: int = MAX_LOOKUPS
 
 
 @dataclass
@@ -130,6 +142,12 @@ class Metrics:
             "1 when the latest TenancyPolicy version is in effect, 0 when it was invalid.",
             registry=self.registry,
         )
+        self.overloaded = Counter(
+            "kftenancy_webhook_overloaded",
+            "Admission requests answered without evaluation because of the in-flight limit.",
+            ["endpoint"],
+            registry=self.registry,
+        )
         self.patches = Counter(
             "kftenancy_webhook_patches",
             "Admission requests answered with a patch.",
@@ -163,6 +181,8 @@ class WebhookServer:
         self._ssl.minimum_version = ssl.TLSVersion.TLSv1_2
         self._cert_state: tuple[tuple[int, int, int], ...] = ()
         self.port = settings.port
+        self.inflight = 0
+        self.lookups = 0
         self.policy_error: str | None = None  # why the latest policy version was refused
         self.metrics.policy_valid.set_function(lambda: 0.0 if self.policy_error else 1.0)
         cached = self.metrics.cached
@@ -391,14 +411,34 @@ class WebhookServer:
         endpoint = phase.value
 
         async def handler(request: web.Request) -> web.Response:
-            raw = await request.read()
+            self.inflight += 1
+            try:
+                return await answer(request)
+            finally:
+                self.inflight -= 1
+
+        async def answer(request: web.Request) -> web.Response:
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return web.Response(
+                    status=413, text=f"request body exceeds {MAX_BODY} bytes (AdmissionReview)\n"
+                )
             started = time.perf_counter()
             body = decode_body(raw)
             try:
-                wanted = lookups(body)
-                if wanted is not None:
-                    await self._ensure_cached(*wanted)
-                outcome = review(self.policy, body, phase, self.context())
+                if self.inflight > self.settings.max_inflight:
+                    self.metrics.overloaded.labels(endpoint).inc()
+                    outcome = overloaded(body, phase, self.inflight)
+                else:
+                    wanted = lookups(body)
+                    if wanted is not None and self.lookups < self.settings.max_lookups:
+                        self.lookups += 1
+                        try:
+                            await self._ensure_cached(*wanted)
+                        finally:
+                            self.lookups -= 1
+                    outcome = review(self.policy, body, phase, self.context())
                 text = json.dumps(outcome.response, separators=(",", ":"))
             except Exception as exc:  # last resort: still an AdmissionReview, never a 500
                 log.exception("unexpected error answering an admission request")
