@@ -232,6 +232,13 @@ def register(app: typer.Typer) -> None:
             LogFormat, typer.Option(envvar="KFTENANCY_LOG_FORMAT")
         ] = LogFormat.JSON,
         log_level: Annotated[str, typer.Option(envvar="KFTENANCY_LOG_LEVEL")] = "info",
+        write_log: Annotated[
+            str | None,
+            typer.Option(
+                envvar="KFTENANCY_WRITE_LOG",
+                help="Append a JSON line per API write and reconcile to this file (audit).",
+            ),
+        ] = None,
     ) -> None:
         """Run the tenant controller (Profiles → workspaces, onboarding, offboarding)."""
         from kftenancy.controllers.operator import Controller, ControllerSettings
@@ -250,6 +257,7 @@ def register(app: typer.Typer) -> None:
             apply_platform=apply_platform,
             lease_namespace=lease_namespace,
             event_namespace=event_namespace,
+            write_log=write_log,
         )
 
         async def main() -> None:

@@ -44,20 +44,31 @@ class Metrics:
             "kftenancy_queue_depth", "Tenants waiting to be reconciled.", registry=self.registry
         )
         self._state: dict[str, tuple[str, str]] = {}
+        self._counts: Tally[tuple[str, str]] = Tally()
 
     def count_write(self, verb: str, kind: str) -> None:
         self.writes.labels(verb=verb, kind=kind).inc()
 
     def tenant_state(self, name: str, ready: bool | None, reason: str) -> None:
-        """Record a tenant's latest outcome (ready None = forget the tenant)."""
-        if ready is None:
-            self._state.pop(name, None)
-        else:
-            self._state[name] = ("True" if ready else "False", reason)
-        counts = Tally(self._state.values())
-        self.tenants.clear()
-        for (status, why), n in counts.items():
-            self.tenants.labels(ready=status, reason=why).set(n)
+        """Record a tenant's latest outcome (ready None = forget the tenant). Constant time:
+        it runs after every reconcile."""
+        old = self._state.pop(name, None)
+        new = None if ready is None else ("True" if ready else "False", reason)
+        if old == new:
+            if new is not None:
+                self._state[name] = new
+            return
+        for key, step in ((old, -1), (new, 1)):
+            if key is None:
+                continue
+            self._counts[key] += step
+            if self._counts[key] > 0:
+                self.tenants.labels(ready=key[0], reason=key[1]).set(self._counts[key])
+            else:
+                del self._counts[key]
+                self.tenants.remove(*key)
+        if new is not None:
+            self._state[name] = new
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,7 +1,9 @@
-"""The controller process: kopf watches → work queue → tenant reconciles.
+"""The controller process: watches → work queue → tenant reconciles.
 
-kopf does the watching (with its event and startup/login hooks only, so it never writes
-progress annotations onto user-visible objects); a deduplicating work queue with per-key
+Plain watches (nothing kept per object) follow what grows with the tenants: Profiles,
+namespaces (the adoption opt-in) and the objects we own. kopf watches the TenancyPolicy and
+OpenShift Users (with its event and startup/login hooks only, so it never writes progress
+annotations onto user-visible objects). A deduplicating work queue with per-key
 backoff serialises work per tenant; `TenantReconciler` does the work. A slow resync
 re-queues every tenant; a TenancyPolicy change re-applies the platform objects and
 re-queues every tenant; OpenShift Users onboard and offboard.
@@ -30,7 +32,8 @@ from kftenancy import constants as c
 from kftenancy.controllers.leader import LeaderElector
 from kftenancy.controllers.metrics import Metrics, serve
 from kftenancy.controllers.queue import WorkQueue
-from kftenancy.controllers.tenant import KNOWN_KINDS, READY, TenantReconciler
+from kftenancy.controllers.tenant import KNOWN_KINDS, PROFILE_API_VERSION, READY, TenantReconciler
+from kftenancy.controllers.writelog import WriteLog
 from kftenancy.errors import KftenancyError, describe_validation_error
 from kftenancy.kube import ApiError, Kube, UnknownKind, WriteCounter
 from kftenancy.policy import OnboardingSource, TenancyPolicySpec, load_policy
@@ -63,6 +66,7 @@ class ControllerSettings:
     event_namespace: str = "default"
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 300.0
+    write_log: str | None = None  # a JSON line per API write and reconcile (writelog.py)
 
 
 def _login_from(kubeconfig: str) -> kopf.ConnectionInfo:
@@ -110,6 +114,11 @@ class Controller:
         self.metrics = Metrics()
         self.kube = kube or Kube.from_kubeconfig(settings.kubeconfig)
         self.kube.writes.hook = self.metrics.count_write
+        self.write_log = (
+            WriteLog(settings.write_log, settings.identity) if settings.write_log else None
+        )
+        if self.write_log is not None:
+            self.kube.writes.trail = self.write_log.write
         self._now = now
         self.policy: TenancyPolicySpec = policy or TenancyPolicySpec()
         self.policy_error: str | None = None
@@ -201,6 +210,8 @@ class Controller:
 
     async def handle(self, name: str) -> bool:
         started = time.perf_counter()
+        if self.write_log is not None:
+            self.write_log.record("reconcile", name=name)
         try:
             result = await self.reconciler.reconcile(name)
         except (ApiError, KftenancyError, OSError) as err:
@@ -218,6 +229,8 @@ class Controller:
         self.metrics.reconciles.labels(result=result.reason).inc()
         if result.reason in ("Gone", "Offboarded"):
             self.metrics.tenant_state(name, None, result.reason)
+            if result.reason == "Gone":
+                self.profiles.discard(name)  # its deletion was missed (watch restarted)
         else:
             self.metrics.tenant_state(name, result.reason == READY, result.reason)
         if result.ok and result.plan is not None and result.plan.writes:
@@ -276,16 +289,8 @@ class Controller:
             settings.networking.request_timeout = 60
 
         # kopf runs in its own thread and event loop (see `run`); handlers only hand
-        # events over to the controller's loop.
-        @kopf.on.event(c.KUBEFLOW_GROUP, c.PROFILE_VERSIONS[0], c.PROFILE_PLURAL, registry=registry)
-        def profile_event(event: kopf.RawEvent, body: kopf.Body, name: str, **_: Any) -> None:
-            deleted = event.get("type") == "DELETED"
-            # Only ADDED/MODIFIED can be our echo; the initial listing (type None) after a
-            # (re)start must reach every Profile.
-            if event.get("type") in ("ADDED", "MODIFIED") and written_by(body):
-                return  # our own status/finalizer write coming back
-            self._soon(self._profile_seen, name, not deleted)
-
+        # events over to the controller's loop. Profiles and namespaces, which grow with
+        # the tenants, are watched without kopf (see `_watch`).
         @kopf.on.event(c.API_GROUP, c.API_VERSION, c.POLICY_PLURAL, registry=registry)
         async def policy_event(event: kopf.RawEvent, body: kopf.Body, name: str, **_: Any) -> None:
             if name != settings.policy_name or event.get("type") == "DELETED":
@@ -295,14 +300,6 @@ class Controller:
         @kopf.on.event("user.openshift.io", "v1", "users", registry=registry)
         async def user_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
             await self._on_main(self.on_user(event.get("type"), name))
-
-        @kopf.on.event(
-            "", "v1", "namespaces", annotations={c.ANN_ADOPT: kopf.PRESENT}, registry=registry
-        )
-        def adopt_event(body: kopf.Body, **_: Any) -> None:
-            wanted = body.get("metadata", {}).get("annotations", {}).get(c.ANN_ADOPT)
-            if wanted:
-                self._soon(self._tenant_touched, str(wanted))
 
         return registry
 
@@ -326,24 +323,46 @@ class Controller:
         if tenant in self.profiles:
             self.queue.add(tenant)
 
-    async def _watch_owned(self, api_version: str, kind: str) -> None:
-        """Changes to objects we own → re-queue their tenant (drift and deletion repair).
+    def _profile_event(self, event_type: str, obj: dict[str, Any]) -> None:
+        name = str(obj["metadata"]["name"])
+        if event_type == "DELETED":
+            self._profile_seen(name, False)
+        # Our own status/finalizer write coming back is skipped, but never a Profile seen
+        # for the first time (the listing after a start or a reconnect reaches every one).
+        elif name not in self.profiles or not written_by(obj):
+            self._profile_seen(name, True)
 
-        A plain label-selected watch rather than kopf: nothing is kept per object, which
-        matters at ~17 owned objects per tenant. Our own applies coming back are skipped.
+    def _owned_event(self, event_type: str, obj: dict[str, Any]) -> None:
+        if event_type in ("ADDED", "MODIFIED") and written_by(obj):
+            return  # our own apply coming back
+        tenant = ((obj.get("metadata") or {}).get("labels") or {}).get(c.LABEL_TENANT)
+        if tenant:
+            self._tenant_touched(str(tenant))
+
+    def _namespace_event(self, event_type: str, obj: dict[str, Any]) -> None:
+        wanted = ((obj.get("metadata") or {}).get("annotations") or {}).get(c.ANN_ADOPT)
+        if wanted and event_type != "DELETED":
+            self._tenant_touched(str(wanted))  # the adoption opt-in
+
+    async def _watch(
+        self,
+        api_version: str,
+        kind: str,
+        on_event: Callable[[str, dict[str, Any]], None],
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        """A plain watch (reconnecting, restarting after failures) feeding `on_event`.
+
+        Used rather than kopf for everything that grows with the tenants (Profiles,
+        namespaces, ~17 owned objects per tenant): nothing is kept per object, where kopf
+        keeps state for every object it has seen.
         """
         delay = 1.0
         while True:
             try:
-                async for event_type, obj in self.kube.watch(
-                    api_version, kind, labels={c.LABEL_MANAGED_BY: c.MANAGED_BY}
-                ):
+                async for event_type, obj in self.kube.watch(api_version, kind, labels=labels):
                     delay = 1.0
-                    if event_type in ("ADDED", "MODIFIED") and written_by(obj):
-                        continue
-                    tenant = ((obj.get("metadata") or {}).get("labels") or {}).get(c.LABEL_TENANT)
-                    if tenant:
-                        self._tenant_touched(str(tenant))
+                    on_event(event_type, obj)
             except UnknownKind:
                 delay = 30.0  # not installed (yet): look again later
             except (ApiError, OSError, httpx2.HTTPError) as err:
@@ -381,7 +400,12 @@ class Controller:
         try:
             if self.settings.leader_election:
                 elector = LeaderElector(
-                    Kube(self.kube.client, writes=WriteCounter()),
+                    Kube(
+                        self.kube.client,
+                        writes=WriteCounter(
+                            trail=self.write_log.write if self.write_log is not None else None
+                        ),
+                    ),
                     name=self.settings.lease_name,
                     namespace=self.settings.lease_namespace or self.policy.platform.namespace,
                     identity=self.settings.identity,
@@ -399,9 +423,17 @@ class Controller:
                 for _ in range(self.settings.workers)
             ]
             tasks.append(asyncio.create_task(self._resync_loop()))
+            owned = {c.LABEL_MANAGED_BY: c.MANAGED_BY}
             tasks += [
-                asyncio.create_task(self._watch_owned(av, kind)) for av, kind in KNOWN_KINDS
+                asyncio.create_task(self._watch(av, kind, self._owned_event, owned))
+                for av, kind in KNOWN_KINDS
             ]
+            tasks.append(
+                asyncio.create_task(
+                    self._watch(PROFILE_API_VERSION, c.PROFILE_KIND, self._profile_event)
+                )
+            )
+            tasks.append(asyncio.create_task(self._watch("v1", "Namespace", self._namespace_event)))
             failure: list[BaseException] = []
 
             def kopf_thread() -> None:
@@ -450,4 +482,7 @@ class Controller:
                 await elector.release()
             if runner is not None:
                 await runner.cleanup()
+            if self.write_log is not None:
+                self.kube.writes.trail = None
+                self.write_log.close()
             log.info("kftenancy controller stopped")

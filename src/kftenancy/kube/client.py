@@ -58,15 +58,19 @@ class UnknownKind(KftenancyError):
 
 @dataclass
 class WriteCounter:
-    """Counts mutating API requests by verb and kind; `hook` sees each one (for metrics)."""
+    """Counts mutating API requests by verb and kind; `hook` sees each one (for metrics),
+    `trail` also its name and namespace (the controller's write log)."""
 
     by_verb_kind: Counter[tuple[str, str]] = field(default_factory=Counter)
     hook: Callable[[str, str], None] | None = None
+    trail: Callable[[str, str, str, str | None], None] | None = None
 
-    def add(self, verb: str, kind: str) -> None:
+    def add(self, verb: str, kind: str, name: str = "", namespace: str | None = None) -> None:
         self.by_verb_kind[(verb, kind)] += 1
         if self.hook is not None:
             self.hook(verb, kind)
+        if self.trail is not None:
+            self.trail(verb, kind, name, namespace)
 
     @property
     def total(self) -> int:
@@ -273,7 +277,7 @@ class Kube:
         if k.namespaced:
             kwargs["namespace"] = meta["namespace"]
         if not dry_run:
-            self.writes.add("apply", obj["kind"])
+            self.writes.add("apply", obj["kind"], meta["name"], meta.get("namespace"))
         got = await self._client.patch(
             k.resource,
             meta["name"],
@@ -292,7 +296,7 @@ class Kube:
         k = await self.kind(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
         kwargs: dict[str, Any] = {"namespace": meta["namespace"]} if k.namespaced else {}
-        self.writes.add("apply", obj["kind"])
+        self.writes.add("apply", obj["kind"], meta["name"], meta.get("namespace"))
         got = await self._client.patch(
             k.resource,
             meta["name"],
@@ -311,7 +315,7 @@ class Kube:
         kwargs: dict[str, Any] = {}
         if k.namespaced:
             kwargs["namespace"] = meta["namespace"]
-        self.writes.add("apply-status", obj["kind"])
+        self.writes.add("apply-status", obj["kind"], meta["name"], meta.get("namespace"))
         got = await self._client.patch(
             k.status,
             meta["name"],
@@ -329,7 +333,8 @@ class Kube:
         kwargs: dict[str, Any] = {}
         if k.namespaced:
             kwargs["namespace"] = obj["metadata"]["namespace"]
-        self.writes.add("create", obj["kind"])
+        meta = obj["metadata"]
+        self.writes.add("create", obj["kind"], meta.get("name", ""), meta.get("namespace"))
         got = await self._client.create(k.resource(obj), field_manager=c.FIELD_MANAGER, **kwargs)
         return _plain(got)
 
@@ -339,7 +344,7 @@ class Kube:
         """A JSON merge patch, for the one thing apply cannot express: dropping a finalizer
         another manager added, or fields of a list we share."""
         k = await self.kind(api_version, kind)
-        self.writes.add("patch", kind)
+        self.writes.add("patch", kind, name, namespace)
         got = await self._client.patch(
             k.resource,
             name,
@@ -357,7 +362,7 @@ class Kube:
             k = await self.kind(api_version, kind)
         except UnknownKind:
             return False
-        self.writes.add("delete", kind)
+        self.writes.add("delete", kind, name, namespace)
         try:
             await self._client.delete(
                 k.resource, name, **({"namespace": namespace} if k.namespaced else {})
@@ -403,7 +408,7 @@ class Kube:
             "count": 1,
         }
         k = await self.kind("v1", "Event")
-        self.writes.add("create", "Event")
+        self.writes.add("create", "Event", str(meta.get("name", "")), ns)
         await self._client.create(k.resource(event), namespace=ns)
 
 
