@@ -258,6 +258,32 @@ class LocalCluster:
             if proc is not None:
                 proc.stop()
 
+    def restart(self, component: str, *, hard: bool = False, down_seconds: float = 0.0) -> float:
+        """Stop one running component (SIGTERM, or SIGKILL when `hard`) and start it again
+        with the same flags, ports and data (etcd keeps its data directory), `down_seconds`
+        later; returns once it serves again, with the seconds it was away (chaos tests)."""
+        proc = self.processes.get(component)
+        if proc is None:
+            raise ControlPlaneError(f"{component} is not running in this cluster")
+        began = time.monotonic()
+        if hard and proc.popen is not None and proc.popen.poll() is None:
+            proc.popen.kill()
+            proc.popen.wait()
+        proc.stop()
+        time.sleep(down_seconds)
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        proc.start(die_with_parent=self.die_with_parent and on_main_thread)
+        checks: dict[str, Callable[[], bool]] = {
+            "etcd": lambda: self._get_plain(f"http://127.0.0.1:{self.ports['etcd']}/health"),
+            "kube-apiserver": lambda: self._get_tls(f"{self.server}/readyz"),
+        }
+        check = checks.get(component)
+        if check is None and component in ("kube-controller-manager", "kube-scheduler"):
+            url = f"https://127.0.0.1:{self.ports[component]}/healthz"
+            check = functools.partial(self._get_tls, url, verify=False)
+        self._wait(component, time.monotonic() + self.start_timeout, check or (lambda: True))
+        return time.monotonic() - began
+
     def _write_pki(self) -> None:
         now = dt.datetime.now(dt.UTC)
         self._ca = ca = CertificateAuthority.create("kftenancy-lab-ca", now)
