@@ -1,7 +1,7 @@
 """Tenant controller: time from Profile creation to Ready, API writes per tenant, memory.
 
-    .venv/bin/python bench/controller.py [--single 20] [--burst 500] [--total 1000]
-                                         [--workers 16]
+    .venv/bin/python bench/controller.py [--single 20] [--burst 1000]
+                                         [--rss-at 1000,2000,5000] [--workers 16]
 
 Starts a local control plane (etcd + kube-apiserver, the bundled CRDs), runs
 `kftenancy run controller` as its own process (TLS /metrics on loopback, no leader
@@ -11,10 +11,15 @@ election), and from this process:
    one is Ready; time = create request sent → Ready=True seen on a watch (p50/p99);
 2. burst: creates `--burst` Profiles at once; same time per Profile (p50/p99) and the
    time until all are Ready;
-3. API writes per tenant over the burst, from the controller's own
-   `kftenancy_api_writes_total` (first reconcile: one apply per object + finalizer +
-   status + Event), and the writes a full resync of every tenant makes (budget: 0);
-4. fills up to `--total` tenants and reads the controller's RSS (VmRSS of its process).
+3. where the burst's time goes: API requests per tenant as the API server counted them
+   (`apiserver_request_total` by verb and resource, the bench's own Profile creates
+   subtracted), the controller's writes per tenant from its `kftenancy_api_writes_total`
+   (first reconcile: one apply per object + finalizer + status + Event), and the CPU
+   seconds of the controller, kube-apiserver, etcd and this process over the burst
+   (2 cores: their sum against 2 x the wall time says whether the burst is CPU-bound);
+4. the writes a full resync of every tenant makes (budget: 0);
+5. fills up to each `--rss-at` count and reads the controller's RSS (VmRSS) there, with
+   the growth per 1,000 tenants since the previous reading.
 
 Budgets (architecture.md): p99 <= 0.5 s alone; 1,000 tenants in <= 60 s on 2 cores;
 <= 150 MB RSS at 5,000 tenants. The machine is shared; rerun when numbers look odd.
@@ -141,8 +146,37 @@ async def create_profiles(kube: Kube, users: list[str]) -> dict[str, float]:
     return sent
 
 
+async def apiserver_requests(http: aiohttp.ClientSession, cluster: LocalCluster) -> dict[str, float]:
+    """The API server's own request counts, by "VERB resource" (watches included)."""
+    ctx = ssl.create_default_context(cafile=str(cluster.ca_file))
+    ctx.load_cert_chain(str(cluster.pki / "admin.crt"), str(cluster.pki / "admin.key"))
+    async with http.get(cluster.server + "/metrics", ssl=ctx) as resp:
+        text = await resp.text()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "apiserver_request":
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    resource = s.labels.get("resource", "") + (f"/{s.labels['subresource']}" if s.labels.get("subresource") else "")
+                    key = f"{s.labels.get('verb')} {resource}"
+                    out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def cpu_of(cluster: LocalCluster, controller_pid: int) -> dict[str, float]:
+    out = {"controller": cpu_seconds(controller_pid), "bench": sum(os.times()[:2])}
+    for name in ("kube-apiserver", "etcd"):
+        out[name] = cpu_seconds(cluster.processes[name].pid)
+    return out
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
     cluster.install_crds(bundled_crds())
+    checkpoints = sorted({int(x) for x in args.rss_at.split(",") if x})
     kube = Kube.from_kubeconfig(str(cluster.admin_kubeconfig))
     await kube.apply({"apiVersion": f"{c.API_GROUP}/{c.API_VERSION}", "kind": c.POLICY_KIND, "metadata": {"name": POLICY_NAME}, "spec": POLICY})
     port = free_port()
@@ -186,7 +220,7 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"controller did not become ready; see {log_path}")
                 await asyncio.sleep(0.2)
-            print(f"controller ready (pid {proc.pid}, RSS {rss_mb(proc.pid):.0f} MB idle)")
+            print(f"controller ready (pid {proc.pid}, RSS {rss_mb(proc.pid):.0f} MB idle; {load()})")
             run_id = uuid.uuid4().hex[:5]
 
             # warm-up (not timed): the watch is established and first-use caches are filled
@@ -200,47 +234,63 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
                 (name, t0), = sent.items()
                 await watcher.wait([name], 60)
                 took.append(watcher.ready_at[name] - t0)
-            print(f"single tenant, Profile created -> Ready: p50 {ms(quantile(took, 0.5))}, p99 {ms(quantile(took, 0.99))} (n={len(took)}; budget p99 <= 500 ms)")
+            if took:
+                print(f"single tenant, Profile created -> Ready: p50 {ms(quantile(took, 0.5))}, p99 {ms(quantile(took, 0.99))} (n={len(took)}; budget p99 <= 500 ms)")
 
             # 2. a burst
             before = await writes(http, url + "/metrics", ctx)
-            cpu_before = cpu_seconds(proc.pid)
+            requests_before = await apiserver_requests(http, cluster)
+            cpu_before = cpu_of(cluster, proc.pid)
             began = time.perf_counter()
             sent = await create_profiles(kube, [f"burst-{run_id}-{i}@example.com" for i in range(args.burst)])
             created = time.perf_counter() - began
             await watcher.wait(list(sent), 900)
             all_ready = max(watcher.ready_at[n] for n in sent) - began
             took = [watcher.ready_at[n] - t0 for n, t0 in sent.items()]
-            cpu = cpu_seconds(proc.pid) - cpu_before
-            print(f"burst of {args.burst}: creates took {created:.1f} s; Profile -> Ready p50 {quantile(took, 0.5):.2f} s, p99 {quantile(took, 0.99):.2f} s; all Ready after {all_ready:.1f} s ({args.burst / all_ready:.1f} tenants/s); controller CPU {cpu:.1f} s ({cpu / args.burst * 1000:.0f} ms per tenant)")
+            cpu = {k: v - cpu_before[k] for k, v in cpu_of(cluster, proc.pid).items()}
+            print(f"burst of {args.burst}: creates took {created:.1f} s; Profile -> Ready p50 {quantile(took, 0.5):.2f} s, p99 {quantile(took, 0.99):.2f} s; all Ready after {all_ready:.1f} s ({args.burst / all_ready:.1f} tenants/s; budget 1,000 in <= 60 s; {load()})")
+            print(f"  CPU over the burst ({all_ready:.1f} s wall, {2 * all_ready:.1f} core-seconds on 2 cores): " + ", ".join(f"{k} {v:.1f} s" for k, v in cpu.items()) + f"; controller {cpu['controller'] / args.burst * 1000:.0f} ms per tenant")
             await asyncio.sleep(3)  # let the follow-up reconciles (our own watch events) finish
             after = await writes(http, url + "/metrics", ctx)
+            requests_after = await apiserver_requests(http, cluster)
             w = total(after, "kftenancy_api_writes") - total(before, "kftenancy_api_writes")
             by_verb = {k.split(":")[1]: after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("kftenancy_api_writes")}
             objects = len(await kube.list_owned([("v1", "ServiceAccount")], tenant=next(iter(sent))))
-            print(f"API writes per tenant (burst): {w / args.burst:.1f} ({', '.join(f'{k} {v / args.burst:.1f}' for k, v in sorted(by_verb.items()) if v)}); {objects} ServiceAccounts per tenant as a sanity check")
+            print(f"  controller API writes per tenant: {w / args.burst:.1f} ({', '.join(f'{k} {v / args.burst:.1f}' for k, v in sorted(by_verb.items()) if v)}); {objects} ServiceAccounts per tenant as a sanity check")
+            delta = {k: v - requests_before.get(k, 0.0) for k, v in requests_after.items()}
+            delta["POST profiles"] = delta.get("POST profiles", 0.0) - args.burst  # the bench's own
+            delta = {k: v for k, v in delta.items() if v >= args.burst * 0.05}
+            print(f"  API requests per tenant (API server's count, controller only): {sum(delta.values()) / args.burst:.1f}: " + ", ".join(f"{k} {v / args.burst:.1f}" for k, v in sorted(delta.items(), key=lambda kv: -kv[1])))
+            print(f"  client concurrency: {args.workers} reconcile workers, at most 16 requests in flight per process (Kube max_inflight)")
 
-            # 3. fill up and measure memory
+            # 3. fill up, reading memory at each checkpoint; one full resync at the first
             have = 1 + args.single + args.burst
-            if args.total > have:
-                began = time.perf_counter()
-                sent = await create_profiles(kube, [f"fill-{run_id}-{i}@example.com" for i in range(args.total - have)])
-                await watcher.wait(list(sent), 1800)
-                print(f"filled to {args.total} tenants ({len(sent)} more in {time.perf_counter() - began:.1f} s)")
-            await asyncio.sleep(5)
-            quiet = await writes(http, url + "/metrics", ctx)
-            began = time.perf_counter()
-            # wait for a full periodic resync of every tenant (the controller's timer)
-            while True:
-                await asyncio.sleep(2)
-                now = await writes(http, url + "/metrics", ctx)
-                if total(now, "kftenancy_reconcile") - total(quiet, "kftenancy_reconcile") >= args.total:
-                    break
-                if time.perf_counter() - began > args.resync * 3 + 300:
-                    raise SystemExit("no full resync seen")
-            resync_writes = total(now, "kftenancy_api_writes") - total(quiet, "kftenancy_api_writes")
-            print(f"full resync of {args.total} unchanged tenants: {resync_writes:.0f} API writes (budget 0)")
-            print(f"controller RSS at {args.total} tenants: {rss_mb(proc.pid):.0f} MB (budget <= 150 MB at 5,000)")
+            previous: tuple[int, float] | None = None
+            for i, target in enumerate(checkpoints):
+                if target > have:
+                    began = time.perf_counter()
+                    sent = await create_profiles(kube, [f"fill-{run_id}-{have + j}@example.com" for j in range(target - have)])
+                    await watcher.wait(list(sent), 3600)
+                    print(f"filled to {target} tenants ({len(sent)} more in {time.perf_counter() - began:.1f} s, {len(sent) / (time.perf_counter() - began):.1f} tenants/s)")
+                    have = target
+                await asyncio.sleep(5)
+                if i == 0 and args.resync_check:
+                    quiet = await writes(http, url + "/metrics", ctx)
+                    began = time.perf_counter()
+                    # wait for a full periodic resync of every tenant (the controller's timer)
+                    while True:
+                        await asyncio.sleep(2)
+                        now = await writes(http, url + "/metrics", ctx)
+                        if total(now, "kftenancy_reconcile") - total(quiet, "kftenancy_reconcile") >= have:
+                            break
+                        if time.perf_counter() - began > args.resync * 3 + 300:
+                            raise SystemExit("no full resync seen")
+                    resync_writes = total(now, "kftenancy_api_writes") - total(quiet, "kftenancy_api_writes")
+                    print(f"full resync of {have} unchanged tenants: {resync_writes:.0f} API writes (budget 0)")
+                rss = rss_mb(proc.pid)
+                growth = "" if previous is None else f", +{(rss - previous[1]) / (have - previous[0]) * 1000:.1f} MB per 1,000 tenants since {previous[0]}"
+                print(f"controller RSS at {have} tenants: {rss:.0f} MB{growth} (budget <= 150 MB at 5,000; {load()})")
+                previous = (have, rss)
     finally:
         watch_task.cancel()
         proc.terminate()
@@ -255,10 +305,11 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--single", type=int, default=20, help="tenants created one at a time")
-    parser.add_argument("--burst", type=int, default=500, help="tenants created at once")
-    parser.add_argument("--total", type=int, default=1000, help="tenants for the memory reading")
+    parser.add_argument("--burst", type=int, default=1000, help="tenants created at once")
+    parser.add_argument("--rss-at", default="1000,2000,5000", help="tenant counts at which to read the controller's RSS")
     parser.add_argument("--workers", type=int, default=16, help="controller reconcile workers")
     parser.add_argument("--resync", type=float, default=60.0, help="controller resync period (s)")
+    parser.add_argument("--no-resync-check", dest="resync_check", action="store_false", help="skip waiting for a full resync")
     args = parser.parse_args()
     ensure_binaries()
     cluster = LocalCluster()
