@@ -83,3 +83,12 @@ COMPONENT_CONTROLLER: Final = "kftenancy-controller"
 COMPONENT_WEBHOOK: Final = "kftenancy-webhook"
 COMPONENT_GATEWAY: Final = "kftenancy-gateway"
 PRIORITY_CLASS_PLACEHOLDER: Final = "kftenancy-gpu-placeholder"
+
+# GPU capacity: Kueue (fair queues) and warm headroom (placeholder pods).
+KUEUE_GROUP: Final = "kueue.x-k8s.io"
+KUEUE_API: Final = f"{KUEUE_GROUP}/v1beta2"
+LABEL_QUEUE_NAME: Final = f"{KUEUE_GROUP}/queue-name"
+DEFAULT_FLAVOR: Final = "kftenancy-default"  # Kueue flavor of cpu/memory (no node labels)
+LABEL_ACCELERATOR: Final = "cluster-api/accelerator"  # node-group template label (autoscaler)
+LABEL_GPU_POOL: Final = f"{API_GROUP}/gpu-pool"  # on placeholder pods: the pool they warm
+GPU_STATUS_CONFIGMAP: Final = "kftenancy-gpu-status"  # tenant-visible queue/quota status

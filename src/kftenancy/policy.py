@@ -15,6 +15,7 @@ import fnmatch
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -429,22 +430,123 @@ def _automatic_tolerations() -> list[Toleration]:
     ]
 
 
+Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_CLOCK = r"^([01]\d|2[0-3]):[0-5]\d$"
+GPUCount = Annotated[int, Field(ge=0)]
+
+
+class HeadroomWindow(Model):
+    """A time window (in `gpu.timeZone`) with its own minimum of warm GPUs."""
+
+    days: list[Weekday] = Field(
+        default_factory=lambda: list(WEEKDAYS[:5]), min_length=1, description="Week days."
+    )
+    start: str = Field(default="08:00", pattern=_CLOCK, description="HH:MM, inclusive.")
+    end: str = Field(default="18:00", pattern=_CLOCK, description="HH:MM, exclusive.")
+    minimum_gpus: int = Field(ge=0, description="Warm GPUs kept during the window.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HeadroomWindow:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end!r} must be after start {self.start!r}")
+        return self
+
+
 class Headroom(Model):
+    """Warm GPUs kept free in a pool (placeholder pods a real workload preempts at once):
+    max(minimumGpus (or the active window's), ceil(percent of GPUs in use)), at most
+    maximumGpus and never more than the pool has left."""
+
     percent: int = Field(default=20, ge=0, le=100, description="Of current GPU requests.")
     minimum_gpus: int = Field(default=1, ge=0)
-    maximum_gpus: int | None = Field(default=None, ge=0)
+    maximum_gpus: int | None = Field(
+        default=None, ge=0, description="Ceiling; unset: the pool's size."
+    )
+    schedule: list[HeadroomWindow] = Field(
+        default_factory=list,
+        description="Windows with a different minimum (e.g. more on working hours).",
+    )
+
+
+class NodeShape(Model):
+    """One node of a pool, as the autoscaler's node group template describes it."""
+
+    gpus: int = Field(default=1, ge=1, description="GPUs per node.")
+    cpu: str = "8"
+    memory: str = "32Gi"
+
+    _q = field_validator("cpu", "memory")(lambda v: _check_quantities({"quantity": v})["quantity"])
 
 
 class GPUPool(Model):
-    name: str
+    """A group of GPU nodes (a node group / MachineSet); a Kueue ResourceFlavor."""
+
+    name: str = Field(description="Pool name; also the Kueue ResourceFlavor's name.")
     node_selector: dict[str, str] = Field(default_factory=lambda: {"workload": "ai-ml"})
     accelerator: str = Field(
         default="nvidia-t4",
         description="Value of the cluster-api/accelerator node label (ClusterAutoscaler gpus[].type).",
     )
+    node: NodeShape = Field(default_factory=NodeShape)
+    min_nodes: int = Field(default=0, ge=0)
+    max_nodes: int = Field(default=4, ge=0, description="The node group's maximum size.")
     headroom: Headroom = Field(default_factory=Headroom)
 
     _n = field_validator("name")(lambda v: _check_dns_label(v, "pool name"))
+
+    @property
+    def gpus(self) -> int:
+        """The pool's size in GPUs (maxNodes * node.gpus)."""
+        return self.max_nodes * self.node.gpus
+
+    @model_validator(mode="after")
+    def _sizes(self) -> GPUPool:
+        if self.min_nodes > self.max_nodes:
+            raise ValueError(f"minNodes {self.min_nodes} is above maxNodes {self.max_nodes}")
+        return self
+
+
+class QueuePreemption(Model):
+    """Kueue ClusterQueue preemption: by default an owner reclaims borrowed GPUs at once."""
+
+    reclaim_within_cohort: Literal["Never", "LowerPriority", "Any"] = Field(
+        default="Any", description="Preempt other tenants' borrowed workloads to get back quota."
+    )
+    within_cluster_queue: Literal["Never", "LowerPriority", "LowerOrNewerEqualPriority"] = (
+        "LowerPriority"
+    )
+    borrow_within_cohort: Literal["Never", "LowerPriority"] = "Never"
+
+    @model_validator(mode="after")
+    def _kueue_rule(self) -> QueuePreemption:
+        if self.reclaim_within_cohort == "Never" and self.borrow_within_cohort != "Never":
+            raise ValueError("borrowWithinCohort needs reclaimWithinCohort other than Never")
+        return self
+
+
+class GPUQueues(Model):
+    """Fair GPU sharing with Kueue: a ClusterQueue per tenant (nominal quota = its
+    guarantee, borrowing within one cohort) and a LocalQueue in its namespace."""
+
+    enabled: bool = False
+    cohort: str = Field(default="kftenancy-gpu", description="The Kueue cohort all tenants share.")
+    guarantee_gpus: dict[str, GPUCount] = Field(
+        default_factory=dict, description="Pool → GPUs guaranteed to every tenant (default 0)."
+    )
+    tenants: dict[str, dict[str, GPUCount]] = Field(
+        default_factory=dict, description="Tenant (Profile name) → pool → guaranteed GPUs."
+    )
+    borrowing_limit_gpus: int | None = Field(
+        default=None, ge=0, description="GPUs a tenant may borrow beyond its guarantee; unset: any."
+    )
+    preemption: QueuePreemption = Field(default_factory=QueuePreemption)
+    local_queue: str = Field(
+        default="default",
+        description="LocalQueue name; 'default' also catches jobs without a queue name.",
+    )
+
+    _c = field_validator("cohort", "local_queue")(lambda v: _check_dns_label(v, "name"))
 
 
 class GPU(Model):
@@ -459,6 +561,45 @@ class GPU(Model):
         ),
     )
     pools: list[GPUPool] = Field(default_factory=list)
+    queues: GPUQueues = Field(default_factory=GPUQueues)
+    time_zone: str = Field(
+        default="UTC", description="IANA time zone of the headroom schedules (e.g. Europe/Paris)."
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"{v!r} is not an IANA time zone (for example Europe/Paris)") from err
+        return v
+
+    def pool(self, name: str) -> GPUPool | None:
+        return next((p for p in self.pools if p.name == name), None)
+
+    @model_validator(mode="after")
+    def _capacity(self) -> GPU:
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pools: names must be unique (got {names})")
+        q = self.queues
+        entries = [(f"queues.guaranteeGpus.{k}", k, v) for k, v in q.guarantee_gpus.items()]
+        for tenant, per_pool in q.tenants.items():
+            entries += [(f"queues.tenants.{tenant}.{k}", k, v) for k, v in per_pool.items()]
+        for where, flavor, gpus in entries:
+            pool = self.pool(flavor)
+            if pool is None:
+                raise ValueError(
+                    f"{where}: unknown flavor {flavor!r}: no GPU pool of that name "
+                    f"(pools: {names or 'none'})"
+                )
+            if gpus > pool.gpus:
+                raise ValueError(
+                    f"{where}: guarantee of {gpus} GPUs is above the size of pool {flavor} "
+                    f"({pool.gpus} GPUs = maxNodes {pool.max_nodes} x node.gpus {pool.node.gpus})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _whitelist_excludes_gpu(self) -> GPU:

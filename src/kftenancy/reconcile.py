@@ -38,6 +38,11 @@ ACCESS_KINDS: frozenset[tuple[str, str]] = frozenset(
         ("security.istio.io", "AuthorizationPolicy"),
     }
 )
+# Removed at once when a tenant is offboarded too: its Kueue queues (admitting nothing more;
+# workloads and their data stay in the namespace).
+OFFBOARD_REMOVED_KINDS: frozenset[tuple[str, str]] = ACCESS_KINDS | frozenset(
+    {(c.KUEUE_GROUP, "ClusterQueue"), (c.KUEUE_GROUP, "LocalQueue")}
+)
 # Never deleted by pruning: losing one loses user data.
 PROTECTED_KINDS: frozenset[tuple[str, str]] = frozenset({NAMESPACE_KEY_KIND})
 # Apply order: containers before contents.
@@ -125,6 +130,11 @@ def _quantity(value: str) -> Decimal | None:
         return Decimal(number) * factor
     except (InvalidOperation, ValueError):
         return None
+
+
+def quantity_value(value: str) -> Decimal | None:
+    """A Kubernetes quantity ("500m", "16Gi", "2") as a number; None if it is not one."""
+    return _quantity(value)
 
 
 def _scalar_equal(want: Any, have: Any) -> bool:
@@ -467,9 +477,12 @@ def offboard_objects(
     now: datetime,
     retention_days: int | None,
 ) -> list[Obj]:
-    """Desired objects of an offboarded tenant: `kept` minus everything granting access,
-    and the namespace (as we manage it) marked with offboarded-at / delete-after."""
-    out = [o for o in kept if (group_of(o["apiVersion"]), o["kind"]) not in ACCESS_KINDS]
+    """Desired objects of an offboarded tenant: `kept` minus everything granting access
+    (and its queues), and the namespace (as we manage it) marked with offboarded-at /
+    delete-after."""
+    out = [
+        o for o in kept if (group_of(o["apiVersion"]), o["kind"]) not in OFFBOARD_REMOVED_KINDS
+    ]
     ns_index = next((i for i, o in enumerate(out) if o["kind"] == "Namespace"), None)
     base: Obj | None = out[ns_index] if ns_index is not None else None
     if base is None and namespace is not None:

@@ -62,6 +62,33 @@ def test_camel_case_aliases_round_trip() -> None:
             "https",
         ),
         ({"unknownSection": {}}, "unknownSection", "Extra inputs"),
+        (
+            {"gpu": {"pools": [{"name": "t4"}], "queues": {"guaranteeGpus": {"t4": -1}}}},
+            "gpu.queues.guaranteeGpus.t4",
+            "greater than or equal to 0",
+        ),
+        (
+            {"gpu": {"pools": [{"name": "t4", "maxNodes": 2}], "queues": {"tenants": {"a": {"t4": 3}}}}},
+            "gpu: queues.tenants.a.t4",
+            "above the size of pool t4 (2 GPUs",
+        ),
+        (
+            {"gpu": {"pools": [{"name": "t4"}], "queues": {"tenants": {"a": {"a100": 1}}}}},
+            "gpu: queues.tenants.a.a100",
+            "unknown flavor 'a100'",
+        ),
+        (
+            {"gpu": {"pools": [{"name": "t4", "headroom": {"minimumGpus": -2}}]}},
+            "gpu.pools[0].headroom.minimumGpus",
+            "greater than or equal to 0",
+        ),
+        ({"gpu": {"timeZone": "Mars/Olympus"}}, "gpu.timeZone", "IANA"),
+        (
+            {"gpu": {"pools": [{"name": "t4", "headroom": {"schedule": [
+                {"start": "18:00", "end": "08:00", "minimumGpus": 1}]}}]}},
+            "gpu.pools[0].headroom.schedule[0]",
+            "must be after start",
+        ),
     ],
 )
 def test_invalid_policy_names_field_and_value(

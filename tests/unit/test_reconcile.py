@@ -240,6 +240,15 @@ def test_offboarding_drops_access_and_marks_the_namespace() -> None:
     assert ann["owner"] == "alice@x"
 
 
+def test_offboarding_removes_the_tenants_queues() -> None:
+    queues = [
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": kind, "metadata": {"name": "alice"}}
+        for kind in ("ClusterQueue", "LocalQueue")
+    ]
+    out = offboard_objects([ns(), quota(), *queues], live(ns()), now=NOW, retention_days=None)
+    assert [o["kind"] for o in out] == ["Namespace", "ResourceQuota"]
+
+
 def test_offboarding_without_retention_keeps_forever_and_keeps_first_time() -> None:
     marks = offboard_marks(
         {c.ANN_OFFBOARDED_AT: "2025-12-01T00:00:00Z"}, now=NOW, retention_days=None

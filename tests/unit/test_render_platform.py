@@ -145,6 +145,9 @@ def test_placeholder_priority_class_never_preempts_and_yields_to_default_pods() 
     [pc] = [o for o in platform_objects(STANDALONE) if o["kind"] == "PriorityClass"]
     assert pc["metadata"]["name"] == c.PRIORITY_CLASS_PLACEHOLDER
     assert pc["value"] < 0
+    # The cluster autoscaler ignores pods below --expendable-pods-priority-cutoff (default
+    # -10) for scale-up: placeholders must stay at or above it to keep warm nodes.
+    assert pc["value"] >= -10
     assert pc["preemptionPolicy"] == "Never"
     assert not pc.get("globalDefault", False)
 
@@ -222,3 +225,24 @@ def test_profile_for_user_keeps_the_exact_id_and_uses_the_safe_name() -> None:
     assert doc["spec"] == {"owner": {"kind": "User", "name": user}}
     with pytest.raises(NamingError):
         profile_for_user(SEED, "   ")
+
+
+def test_resource_flavor_per_pool_tolerates_exactly_the_gpu_taint() -> None:
+    policy = load_policy(
+        {"gpu": {"pools": [{"name": "t4"}, {"name": "a100", "nodeSelector": {"gpu": "a100"}}],
+                 "queues": {"enabled": True}}}
+    )  # fmt: skip
+    flavors = {o["metadata"]["name"]: o for o in platform_objects(policy) if o["kind"] == "ResourceFlavor"}
+    assert set(flavors) == {"kftenancy-default", "t4", "a100"}
+    assert flavors["a100"]["spec"] == {
+        "nodeLabels": {"gpu": "a100"},
+        "tolerations": [
+            {"key": "workload", "operator": "Equal", "value": "ai-ml", "effect": "NoSchedule"}
+        ],
+    }
+    assert flavors["kftenancy-default"]["spec"] == {}
+    rules = _role(platform_objects(policy), "kftenancy-controller")
+    assert _grants(rules, "kueue.x-k8s.io", "clusterqueues", "patch")
+    assert not _grants(_role(platform_objects(STANDALONE), "kftenancy-controller"),
+                       "kueue.x-k8s.io", "clusterqueues", "patch")  # fmt: skip
+    assert not [o for o in platform_objects(STANDALONE) if o["kind"] == "ResourceFlavor"]

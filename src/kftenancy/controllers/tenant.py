@@ -49,6 +49,8 @@ KNOWN_KINDS: tuple[tuple[str, str], ...] = (
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("security.istio.io/v1", "AuthorizationPolicy"),
     ("maistra.io/v1", "ServiceMeshMember"),
+    (c.KUEUE_API, "ClusterQueue"),
+    (c.KUEUE_API, "LocalQueue"),
 )
 
 

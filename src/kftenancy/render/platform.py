@@ -17,9 +17,11 @@ from kftenancy.crds import policy_crd, profile_crd
 from kftenancy.policy import TenancyPolicySpec
 from kftenancy.render.gateway import mesh_policies
 from kftenancy.render.meta import metadata, platform_labels
+from kftenancy.render.queues import resource_flavors
 from kftenancy.render.rbac import RBAC_API, component_identities
 from kftenancy.render.webhooks import platform_webhooks
 
+PLACEHOLDER_PRIORITY = -1  # see priority_classes
 _AGGREGATE = "rbac.authorization.kubeflow.org/aggregate-to-kubeflow-{}"
 
 
@@ -85,9 +87,12 @@ def _aggregated_role(name: str, labels: dict[str, str], selector: str) -> dict[s
 def priority_classes(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
     """The placeholder PriorityClass for warm GPU headroom.
 
-    Value -10 (below the default 0), so that every ordinary pod preempts placeholders
-    without a cluster-wide globalDefault class (the seed set one at 1000, changing every
-    pod's priority); `preemptionPolicy: Never` so placeholders never evict anyone.
+    Value -1: below the default 0, so that every ordinary pod preempts placeholders without
+    a cluster-wide globalDefault class (the seed set one at 1000, changing every pod's
+    priority), and at or above the cluster autoscaler's `--expendable-pods-priority-cutoff`
+    (default -10; pods *below* it never trigger a scale-up, so placeholders there would keep
+    no warm node). -1 is the autoscaler's own overprovisioning example and leaves room for a
+    stricter cutoff; `preemptionPolicy: Never` so placeholders never evict anyone.
     """
     if not (policy.gpu.enabled and policy.gpu.pools):
         return []
@@ -96,7 +101,7 @@ def priority_classes(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
             "apiVersion": "scheduling.k8s.io/v1",
             "kind": "PriorityClass",
             "metadata": metadata(c.PRIORITY_CLASS_PLACEHOLDER, platform_labels("capacity")),
-            "value": -10,
+            "value": PLACEHOLDER_PRIORITY,
             "preemptionPolicy": "Never",
             "description": "kftenancy GPU placeholder pods: preempted by any real workload.",
         }
@@ -111,6 +116,7 @@ def platform_objects(policy: TenancyPolicySpec) -> list[dict[str, Any]]:
         *component_identities(policy),
         *kubeflow_roles(policy),
         *priority_classes(policy),
+        *resource_flavors(policy),
         *platform_webhooks(policy),
         *mesh_policies(policy),
     ]

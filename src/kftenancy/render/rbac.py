@@ -90,12 +90,28 @@ def _capacity_rules(policy: TenancyPolicySpec) -> list[Rule]:
     """Warm GPU headroom: observe demand; placeholders live in the kftenancy namespace."""
     if not (policy.gpu.enabled and policy.gpu.pools):
         return []
-    return [rule("", ["pods", "nodes"], READ), rule("apps", ["deployments"], MANAGE)]
+    return [
+        rule("", ["pods", "nodes"], READ),
+        rule("apps", ["deployments"], MANAGE),
+        # The tenant-visible GPU status ConfigMap in each tenant namespace.
+        rule("", ["configmaps"], MANAGE),
+    ]
+
+
+def _queue_rules(policy: TenancyPolicySpec) -> list[Rule]:
+    """Fair GPU queues: each tenant's Kueue ClusterQueue/LocalQueue, the pools' flavors;
+    workloads read for `status` and the tenant's GPU status."""
+    if not (policy.gpu.enabled and policy.gpu.queues.enabled and policy.gpu.pools):
+        return []
+    return [
+        rule(c.KUEUE_GROUP, ["clusterqueues", "localqueues", "resourceflavors"], MANAGE),
+        rule(c.KUEUE_GROUP, ["workloads"], READ),
+    ]
 
 
 def controller_rules(policy: TenancyPolicySpec) -> list[Rule]:
     """What the tenant controller reads and writes, area by area."""
-    return [*_tenant_rules(policy), *_capacity_rules(policy)]
+    return [*_tenant_rules(policy), *_capacity_rules(policy), *_queue_rules(policy)]
 
 
 def webhook_rules(policy: TenancyPolicySpec) -> list[Rule]:

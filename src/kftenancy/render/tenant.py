@@ -23,6 +23,7 @@ from kftenancy.policy import Flavor, MeshFlavor, TenancyPolicySpec
 from kftenancy.profile import Contributor, Profile
 from kftenancy.render.iam import role_arn
 from kftenancy.render.meta import metadata, tenant_labels
+from kftenancy.render.queues import tenant_queues
 from kftenancy.render.tolerations import default_tolerations_annotation
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -49,6 +50,8 @@ TENANT_KINDS: tuple[tuple[str, str], ...] = (
     (ISTIO_API, "AuthorizationPolicy"),
     (ISTIO_API, "RequestAuthentication"),
     ("maistra.io/v1", "ServiceMeshMember"),
+    (c.KUEUE_API, "ClusterQueue"),
+    (c.KUEUE_API, "LocalQueue"),
 )
 
 
@@ -453,4 +456,5 @@ def tenant_objects(policy: TenancyPolicySpec, profile: Profile) -> list[dict[str
     lr = limit_range(policy, profile)
     if lr is not None:
         out.append(lr)
+    out += tenant_queues(policy, profile, quota_hard(policy, profile))
     return out
