@@ -1,0 +1,118 @@
+"""Warm GPU headroom: placeholders = f(pool policy, observed demand, time), on plain data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kftenancy import constants as c
+from kftenancy.capacity import (
+    PoolDemand,
+    headroom_gpus,
+    observe_demand,
+    placeholder_deployments,
+    placeholders,
+)
+from kftenancy.policy import GPUPool, load_policy
+
+UTC_ZONE = ZoneInfo("UTC")
+PARIS = ZoneInfo("Europe/Paris")
+MONDAY_NOON = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # 13:00 in Paris
+SUNDAY_NOON = datetime(2026, 1, 4, 12, 0, tzinfo=UTC)
+
+
+def pool(**headroom: Any) -> GPUPool:
+    return GPUPool.model_validate({"name": "t4", "maxNodes": 8, "headroom": headroom})
+
+
+def test_headroom_is_not_zero_when_nothing_runs() -> None:
+    assert placeholders(pool(minimumGpus=1), PoolDemand(), MONDAY_NOON, UTC_ZONE) == 1
+
+
+def test_headroom_follows_a_fraction_of_use_rounded_up() -> None:
+    assert headroom_gpus(pool(percent=20, minimumGpus=0), 6, MONDAY_NOON, UTC_ZONE) == 2
+
+
+def test_working_hours_window_in_the_policy_time_zone() -> None:
+    p = pool(minimumGpus=0, schedule=[{"start": "13:00", "end": "14:00", "minimumGpus": 3}])
+    assert headroom_gpus(p, 0, MONDAY_NOON, PARIS) == 3  # 13:00 in Paris
+    assert headroom_gpus(p, 0, MONDAY_NOON, UTC_ZONE) == 0  # 12:00 in UTC
+    assert headroom_gpus(p, 0, SUNDAY_NOON, PARIS) == 0  # not a week day
+
+
+def test_ceiling_caps_headroom() -> None:
+    assert headroom_gpus(pool(percent=100, maximumGpus=2), 6, MONDAY_NOON, UTC_ZONE) == 2
+
+
+def test_zero_when_the_policy_says_zero() -> None:
+    assert (
+        placeholders(pool(percent=0, minimumGpus=0), PoolDemand(5, 0), MONDAY_NOON, UTC_ZONE) == 0
+    )
+
+
+def test_placeholders_never_take_what_waiting_tenants_need() -> None:
+    # 8 GPUs, 6 in use, 2 real pods waiting: no room for a placeholder.
+    assert placeholders(pool(minimumGpus=2), PoolDemand(6, 2), MONDAY_NOON, UTC_ZONE) == 0
+
+
+@given(
+    in_use=st.integers(0, 40),
+    pending=st.integers(0, 40),
+    percent=st.integers(0, 100),
+    minimum=st.integers(0, 10),
+    maximum=st.one_of(st.none(), st.integers(0, 10)),
+    hour=st.integers(0, 23),
+)
+def test_placeholders_stay_within_the_ceiling_and_the_pool(
+    in_use: int, pending: int, percent: int, minimum: int, maximum: int | None, hour: int
+) -> None:
+    p = pool(percent=percent, minimumGpus=minimum, maximumGpus=maximum)
+    n = placeholders(p, PoolDemand(in_use, pending), MONDAY_NOON.replace(hour=hour), UTC_ZONE)
+    assert 0 <= n <= p.gpus - min(p.gpus, in_use + pending)
+    if maximum is not None:
+        assert n <= maximum
+
+
+def _pod(name: str, gpus: int, *, node: str | None = None, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]
+    }
+    if node:
+        spec["nodeName"] = node
+    spec.update(extra.pop("spec", {}))
+    return {"metadata": {"name": name, **extra}, "spec": spec, "status": {}}
+
+
+def test_demand_counts_bound_pending_and_placeholder_pods_per_pool() -> None:
+    t4 = pool()
+    nodes = [
+        {"metadata": {"name": "gpu-1", "labels": {"workload": "ai-ml"}}},
+        {"metadata": {"name": "cpu-1", "labels": {}}},
+    ]
+    pods = [
+        _pod("running", 2, node="gpu-1"),
+        _pod("waiting", 1, spec={"nodeSelector": {"workload": "ai-ml"}}),
+        _pod("elsewhere", 1, node="cpu-1"),
+        _pod("warm", 1, node="gpu-1", labels={c.LABEL_GPU_POOL: "t4"}),
+        {**_pod("done", 4, node="gpu-1"), "status": {"phase": "Succeeded"}},
+    ]
+    assert observe_demand(pods, nodes, [t4], "nvidia.com/gpu") == {"t4": PoolDemand(2, 1, 1)}
+
+
+def test_placeholder_deployment_requests_one_gpu_each_at_the_placeholder_priority() -> None:
+    policy = load_policy({"gpu": {"pools": [{"name": "t4"}]}})
+    [dep] = placeholder_deployments(policy, {"t4": 3})
+    assert dep["metadata"]["namespace"] == "kftenancy"
+    assert dep["spec"]["replicas"] == 3
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == c.PRIORITY_CLASS_PLACEHOLDER
+    assert pod["containers"][0]["resources"]["requests"] == {"nvidia.com/gpu": "1"}
+    assert pod["tolerations"] == [
+        {"key": "workload", "operator": "Equal", "value": "ai-ml", "effect": "NoSchedule"}
+    ]
+    off = load_policy({"gpu": {"enabled": False, "pools": [{"name": "t4"}]}})
+    assert placeholder_deployments(off, {"t4": 3})[0]["spec"]["replicas"] == 0
