@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the local control-plane binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, etcd, kwok) from the Go module proxy into a cache keyed by version:
+# kube-scheduler, etcd, kwok) and Kueue from the Go module proxy into a cache keyed by version:
 #   ${KFTENANCY_CACHE:-$HOME/.cache/kftenancy}/bin/<module version>/<binary>
 # Idempotent: binaries already in the cache are not rebuilt, so a warm run takes well
-# under a second. Versions are the ones pinned in hack/{kube,etcd,kwok}/go.mod.
-# Usage: hack/build-control-plane.sh [--print-dir] [binary ...]   (default: all five)
+# under a second. Versions are the ones pinned in hack/{kube,etcd,kwok,kueue}/go.mod.
+# Usage: hack/build-control-plane.sh [--print-dir] [binary ...]   (default: all)
 set -euo pipefail
 HACK=$(cd "$(dirname "$0")" && pwd)
 CACHE=${KFTENANCY_CACHE:-$HOME/.cache/kftenancy}
@@ -15,22 +15,24 @@ pinned() {  # pinned <go.mod> <module path> -> version
 KUBE_VERSION=$(pinned "$HACK/kube/go.mod" k8s.io/kubernetes)
 ETCD_VERSION=$(pinned "$HACK/etcd/go.mod" go.etcd.io/etcd/server/v3)
 KWOK_VERSION=$(pinned "$HACK/kwok/go.mod" sigs.k8s.io/kwok)
+KUEUE_VERSION=$(pinned "$HACK/kueue/go.mod" sigs.k8s.io/kueue)
 
 print_dir=false
 want=()
 for arg in "$@"; do
   case "$arg" in
     --print-dir) print_dir=true ;;
-    kube-apiserver|kube-controller-manager|kube-scheduler|etcd|kwok) want+=("$arg") ;;
-    *) echo "usage: $0 [--print-dir] [kube-apiserver|kube-controller-manager|kube-scheduler|etcd|kwok ...]" >&2; exit 2 ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|etcd|kwok|kueue) want+=("$arg") ;;
+    *) echo "usage: $0 [--print-dir] [kube-apiserver|kube-controller-manager|kube-scheduler|etcd|kwok|kueue ...]" >&2; exit 2 ;;
   esac
 done
-[ ${#want[@]} -gt 0 ] || want=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+[ ${#want[@]} -gt 0 ] || want=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kueue)
 
 version_of() {
   case "$1" in
     etcd) echo "$ETCD_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
+    kueue) echo "$KUEUE_VERSION" ;;
     *) echo "$KUBE_VERSION" ;;
   esac
 }
@@ -39,6 +41,7 @@ if $print_dir; then
   for b in "${want[@]}"; do echo "$b $CACHE/bin/$(version_of "$b")/$b"; done
   for b in "${want[@]}"; do
     [ "$b" != kwok ] || echo "kwok-stages $CACHE/bin/$KWOK_VERSION/kwok-stages.yaml"
+    [ "$b" != kueue ] || echo "kueue-manifests $CACHE/bin/$KUEUE_VERSION/kueue-manifests"
   done
   exit 0
 fi
@@ -47,6 +50,7 @@ built() {  # built <binary>: the binary (and, for kwok, its stages config) is in
   local dir
   dir="$CACHE/bin/$(version_of "$1")"
   [ -x "$dir/$1" ] || return 1
+  [ "$1" != kueue ] || [ -s "$dir/kueue-manifests/webhooks.yaml" ] || return 1
   [ "$1" != kwok ] || [ -s "$dir/kwok-stages.yaml" ]
 }
 
@@ -80,6 +84,8 @@ build() {  # build <binary>
     etcd) module=etcd; pkg=go.etcd.io/etcd/server/v3 ;;
     kwok) module=kwok; pkg=sigs.k8s.io/kwok/cmd/kwok
           ldflags+=(-X "sigs.k8s.io/kwok/pkg/consts.Version=${version#v}") ;;
+    kueue) module=kueue; pkg=sigs.k8s.io/kueue/cmd/kueue
+           ldflags+=(-X "sigs.k8s.io/kueue/pkg/version.GitVersion=$version") ;;
     *) module=kube; pkg=k8s.io/kubernetes/cmd/$b
        local minor=${version#v1.}; minor=${minor%%.*}
        ldflags+=(-X "k8s.io/component-base/version.gitVersion=$version"
@@ -99,6 +105,17 @@ build() {  # build <binary>
   fi
   mv "$dir/.$b.tmp" "$dir/$b"
   echo "built $dir/$b in $((SECONDS - start))s" >&2
+  if [ "$b" = kueue ]; then
+    # Kueue's CRDs and webhook configuration, from the same module version as the binary
+    # (extracted, not committed: the Workload CRD alone is 1.4 MB, and a copy could drift
+    # from the binary). The lab installs them with server-side apply.
+    local src out="$dir/kueue-manifests"
+    src=$(cd "$HACK/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)/config/components
+    rm -rf "$out.tmp" && mkdir -p "$out.tmp/crds"
+    cp "$src"/crd/bases/*.yaml "$out.tmp/crds/"
+    cp "$src/webhook/manifests.yaml" "$out.tmp/webhooks.yaml"
+    rm -rf "$out" && mv "$out.tmp" "$out"
+  fi
   if [ "$b" = kwok ]; then
     # The kwok binary has no built-in stages (kwokctl passes them in a config file): take
     # the default ones (nodes become Ready with a lease heartbeat; scheduled pods become
