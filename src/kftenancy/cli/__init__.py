@@ -11,6 +11,7 @@ import typer
 from kftenancy.cli import controller as _controller
 from kftenancy.cli import doctor as _doctor
 from kftenancy.cli import gateway as _gateway
+from kftenancy.cli import install as _install
 from kftenancy.cli import lab as _lab
 from kftenancy.cli import render as _render
 from kftenancy.cli import run as _run
@@ -31,6 +32,7 @@ _gateway.register_demo(app)
 _lab.register(app)
 _controller.register(app)
 _doctor.register(app)
+_install.register(app)
 
 
 def main() -> None:
