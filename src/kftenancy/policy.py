@@ -624,6 +624,13 @@ class InjectionMode(StrEnum):
     PLATFORM = "platform"  # the platform's pod-identity webhook does (OpenShift on AWS)
 
 
+class SharedDataset(Model):
+    """A read-only dataset (a bucket, optionally a prefix) every tenant may read."""
+
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = Field(default="", description="Key prefix; empty means the whole bucket.")
+
+
 class DataLake(Model):
     enabled: bool = False
     provider: Literal["aws", "s3compatible"] = "aws"
@@ -650,6 +657,58 @@ class DataLake(Model):
     bucket: str = "datalake"
     prefix_template: str = Field(default="{namespace}/", description="Tenant's key prefix.")
     injection: InjectionMode = InjectionMode.KFTENANCY
+    shared_datasets: list[SharedDataset] = Field(
+        default_factory=list,
+        description="Read-only datasets every tenant's role may list and read.",
+    )
+    session_duration_seconds: int = Field(
+        default=900,
+        ge=1,
+        le=43200,
+        description=(
+            "Lifetime of the temporary credentials STS hands out (s3compatible: the server's "
+            "session length; aws: at least 900, the role's MaxSessionDuration is at least 3600)."
+        ),
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description=(
+            "S3/STS endpoint URL of an S3-compatible store (injected as AWS_ENDPOINT_URL); "
+            "unset on AWS."
+        ),
+    )
+    issuer_url: str | None = Field(
+        default=None,
+        description="The service-account issuer URL; default https://{issuerHostPath}.",
+    )
+    jwks_uri: str | None = Field(
+        default=None,
+        description=(
+            "Where the STS fetches the issuer's keys (s3compatible); default "
+            "{issuerUrl}/openid/v1/jwks, the API server's path."
+        ),
+    )
+    identity_provider_name: str = Field(
+        default="kubernetes",
+        description="s3compatible: the STS's name for the issuer (the trust's Federated principal).",
+    )
+
+    @property
+    def issuer(self) -> str:
+        return (self.issuer_url or f"https://{self.issuer_host_path}").rstrip("/")
+
+    @property
+    def jwks(self) -> str:
+        return self.jwks_uri or f"{self.issuer}/openid/v1/jwks"
+
+    @model_validator(mode="after")
+    def _aws_duration(self) -> DataLake:
+        if self.provider == "aws" and self.session_duration_seconds < 900:
+            raise ValueError(
+                f"sessionDurationSeconds {self.session_duration_seconds} is below AWS STS's "
+                "minimum of 900 (provider aws)"
+            )
+        return self
 
     @field_validator("role_arn_template", "prefix_template")
     @classmethod

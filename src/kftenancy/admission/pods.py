@@ -122,6 +122,9 @@ def _inject_web_identity(
         env.append(("AWS_STS_REGIONAL_ENDPOINTS", "regional"))
     if lake.region:
         env += [("AWS_REGION", lake.region), ("AWS_DEFAULT_REGION", lake.region)]
+    if lake.endpoint:
+        # An S3-compatible store: AWS SDKs send STS and S3 calls there.
+        env.append(("AWS_ENDPOINT_URL", lake.endpoint))
     skip = {
         s.strip()
         for s in string_map(pod, "annotations").get(c.ANN_SKIP_CONTAINERS, "").split(",")

