@@ -1,7 +1,8 @@
 """Chaos: leader failover with two controller replicas (Lease leader election).
 
-Replica A leads, replica B stands by; during an onboarding burst A is SIGKILLed after a
-random (seeded) number of API writes. B takes over within the Lease's bounds (not before
+Replica A leads, replica B stands by; during an onboarding burst A is SIGKILLed (or, in
+the second scenario, frozen with SIGSTOP and thawed after B took over) after a random
+(seeded) number of API writes. B takes over within the Lease's bounds (not before
 A's lease ran out: acquireTime - A's last renewTime >= leaseDurationSeconds; and no later
 than one retry period after it) and finishes the burst. Each replica's write log (a line
 per reconcile started and per API write, `--write-log`) proves that no reconcile ran in
@@ -12,6 +13,7 @@ of A is older than every line of B.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
@@ -109,3 +111,64 @@ async def test_the_standby_takes_over_within_the_lease_and_never_works_alongside
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_paused_leader_stops_writing_before_the_standby_takes_over(
+    lab: LocalCluster, lab_kube: Kube, chaos_rng: ChaosRandom, tmp_path: Path
+) -> None:
+    """A leader frozen (SIGSTOP: a long GC pause, a stopped VM) past its Lease and then
+    thawed must not write once it is thawed: it counts itself leader only until its renew
+    deadline (2/3 of the Lease), refuses every write after that, finds the Lease taken
+    and exits."""
+    async with asyncio.timeout(BUDGET_SECONDS):
+        kube = lab_kube
+        policy = await install_policy(kube, "chaos-failover")
+        if await kube.get("v1", "Namespace", LEASE_NAMESPACE) is None:
+            await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NAMESPACE}})
+        pause_after = chaos_rng.randint(200, TENANTS * 10)
+        print(f"leader frozen after {pause_after} of its API writes")
+
+        def replica(name: str) -> ControllerProcess:
+            return ControllerProcess(
+                lab,
+                "chaos-failover",
+                name,
+                leader_election=True,
+                lease_namespace=LEASE_NAMESPACE,
+                write_log=tmp_path / f"{name}.jsonl",
+            )
+
+        a = replica("paused-a").start()
+        b: ControllerProcess | None = None
+        try:
+            await a.wait_ready()
+            b = replica("paused-b").start()
+            standby = b
+            await eventually(
+                lambda: _true("standing by" in standby.tail()), 60, "replica b standing by"
+            )
+            names = await onboard(kube, policy, [f"paused-{i}@example.com" for i in range(TENANTS)])
+            assert await wait_writes(a, pause_after, within=120) >= pause_after
+            assert a.popen is not None
+            a.popen.send_signal(signal.SIGSTOP)
+            paused_at = time.time()
+            await b.wait_ready(within=60)  # b leads while a is frozen
+            lease = await kube.get(LEASE_API, "Lease", LEASE_NAME, LEASE_NAMESPACE)
+            assert lease is not None and lease["spec"]["holderIdentity"] == b.identity
+            a.popen.send_signal(signal.SIGCONT)
+            thawed = a
+            await eventually(lambda: _true(not thawed.alive()), 60, "the thawed old leader exits")
+            assert "lost the lease" in a.tail(10_000)
+
+            await wait_all_ready(kube, names, within=240)
+            assert not await owned_problems(kube, policy)
+            a_work, b_work = work(tmp_path / "paused-a.jsonl"), work(tmp_path / "paused-b.jsonl")
+            assert a_work and b_work
+            assert max(a_work) < paused_at, "the old leader worked after it was thawed"
+            assert max(a_work) < min(b_work), "a and b worked at the same time"
+        finally:
+            if a.popen is not None and a.alive():
+                a.popen.send_signal(signal.SIGCONT)
+            a.kill()
+            if b is not None:
+                b.stop()

@@ -2,12 +2,19 @@
 
 `lease_decision` is the pure rule; `LeaderElector` does the I/O. Writes use the Lease's
 resourceVersion as an optimistic lock, so two replicas can never both win a round.
+
+A standby takes over only `lease_seconds` after the leader's last renewal. The leader
+counts itself the leader only until `renew_deadline` (2/3 of the lease) after the start
+of its last successful renewal (`holds()`, the write fence): a leader that cannot renew
+(paused, cut off from the API server) stops writing at least a third of a lease before
+anyone else may start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -57,8 +64,15 @@ class LeaderElector:
         self.lease_seconds = lease_seconds
         self._now = now
         self.leading = False
+        self.renew_deadline = lease_seconds * 2 / 3
+        self._valid_until = 0.0  # time.monotonic()
+
+    def holds(self) -> bool:
+        """Leading, and the last successful renewal is recent enough to write."""
+        return self.leading and time.monotonic() < self._valid_until
 
     async def _try(self) -> bool:
+        started = time.monotonic()
         lease = await self._kube.get("coordination.k8s.io/v1", "Lease", self.name, self.namespace)
         now = self._now()
         decision = lease_decision(lease, self.identity, now)
@@ -99,6 +113,7 @@ class LeaderElector:
             if err.status.code == 409:
                 return False  # someone else wrote first
             raise
+        self._valid_until = started + self.renew_deadline
         return True
 
     async def acquire(self) -> None:
@@ -118,19 +133,20 @@ class LeaderElector:
             await asyncio.sleep(self.lease_seconds / 3)
 
     async def keep(self) -> None:
-        """Renew until renewal fails for a whole lease period; then return (leadership lost)."""
-        last_ok = asyncio.get_running_loop().time()
+        """Renew until the renew deadline passed without a successful renewal; then
+        return (leadership lost)."""
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
-                if await self._try():
-                    last_ok = asyncio.get_running_loop().time()
+                if await asyncio.wait_for(self._try(), self.lease_seconds / 3):
                     continue
+            except TimeoutError:
+                log.warning("lease renewal timed out")
             except ApiError as err:
                 log.warning("lease renewal failed: %s", err.status.message)
             except OSError as err:
                 log.warning("lease renewal failed: %s", err)
-            if asyncio.get_running_loop().time() - last_ok > self.lease_seconds:
+            if not self.holds():
                 self.leading = False
                 log.error("lost the lease %s/%s", self.namespace, self.name)
                 return

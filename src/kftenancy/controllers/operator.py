@@ -145,6 +145,7 @@ class Controller:
         self.ready = asyncio.Event()  # set once kopf watches and workers run
         self.reconciled = 0  # reconciles finished (any result)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._elector: LeaderElector | None = None
         self.registry = self._build_registry()
         self.storage: StorageSync | None = None
         if storage_applier is None and settings.datalake_config:
@@ -228,6 +229,8 @@ class Controller:
     # ------------------------------------------------------------------ work
 
     async def handle(self, name: str) -> bool:
+        if self._elector is not None and not self._elector.holds():
+            return False  # not (or no longer) the leader: never start work
         started = time.perf_counter()
         if self.write_log is not None:
             self.write_log.record("reconcile", name=name)
@@ -431,6 +434,8 @@ class Controller:
                     namespace=self.settings.lease_namespace or self.policy.platform.namespace,
                     identity=self.settings.identity,
                 )
+                self._elector = elector
+                self.kube.fence = elector.holds  # no write once the Lease may have run out
                 acquiring = asyncio.create_task(elector.acquire())
                 stopping = asyncio.create_task(stop.wait())
                 await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -488,6 +493,8 @@ class Controller:
             if elector is not None:
                 watchers.append(asyncio.create_task(elector.keep()))
             await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
+                t.cancel()  # first stop the work (a lost lease), then kopf
             kopf_stop.set()
             for w in watchers:
                 w.cancel()

@@ -1,5 +1,5 @@
 """The one Kubernetes API client wrapper (lightkube, async, server-side apply of plain dicts)."""
 
-from kftenancy.kube.client import ApiError, Kube, UnknownKind, WriteCounter, owned_selector
+from kftenancy.kube.client import ApiError, Fenced, Kube, UnknownKind, WriteCounter, owned_selector
 
-__all__ = ["ApiError", "Kube", "UnknownKind", "WriteCounter", "owned_selector"]
+__all__ = ["ApiError", "Fenced", "Kube", "UnknownKind", "WriteCounter", "owned_selector"]

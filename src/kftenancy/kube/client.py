@@ -56,6 +56,10 @@ class UnknownKind(KftenancyError):
         self.kind = kind
 
 
+class Fenced(KftenancyError):
+    """A write refused before it was sent: this replica may not write (not the leader)."""
+
+
 @dataclass
 class WriteCounter:
     """Counts mutating API requests by verb and kind; `hook` sees each one (for metrics),
@@ -146,6 +150,18 @@ class Kube:
     def client(self) -> AsyncClient:
         client: AsyncClient = self._client.inner
         return client
+
+    @property
+    def fence(self) -> Callable[[], bool] | None:
+        """While set, every write first asks it (and once more just before it is sent,
+        after waiting for a request slot) and raises `Fenced` when it says no: a leader
+        whose Lease may have run out stops writing at once."""
+        fence: Callable[[], bool] | None = self._client.fence
+        return fence
+
+    @fence.setter
+    def fence(self, fence: Callable[[], bool] | None) -> None:
+        self._client.fence = fence
 
     async def close(self) -> None:
         await self._client.close()
@@ -276,6 +292,7 @@ class Kube:
         kwargs: dict[str, Any] = {}
         if k.namespaced:
             kwargs["namespace"] = meta["namespace"]
+        self._client.check_fence()
         if not dry_run:
             self.writes.add("apply", obj["kind"], meta["name"], meta.get("namespace"))
         got = await self._client.patch(
@@ -296,6 +313,7 @@ class Kube:
         k = await self.kind(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
         kwargs: dict[str, Any] = {"namespace": meta["namespace"]} if k.namespaced else {}
+        self._client.check_fence()
         self.writes.add("apply", obj["kind"], meta["name"], meta.get("namespace"))
         got = await self._client.patch(
             k.resource,
@@ -315,6 +333,7 @@ class Kube:
         kwargs: dict[str, Any] = {}
         if k.namespaced:
             kwargs["namespace"] = meta["namespace"]
+        self._client.check_fence()
         self.writes.add("apply-status", obj["kind"], meta["name"], meta.get("namespace"))
         got = await self._client.patch(
             k.status,
@@ -334,6 +353,7 @@ class Kube:
         if k.namespaced:
             kwargs["namespace"] = obj["metadata"]["namespace"]
         meta = obj["metadata"]
+        self._client.check_fence()
         self.writes.add("create", obj["kind"], meta.get("name", ""), meta.get("namespace"))
         got = await self._client.create(k.resource(obj), field_manager=c.FIELD_MANAGER, **kwargs)
         return _plain(got)
@@ -344,6 +364,7 @@ class Kube:
         """A JSON merge patch, for the one thing apply cannot express: dropping a finalizer
         another manager added, or fields of a list we share."""
         k = await self.kind(api_version, kind)
+        self._client.check_fence()
         self.writes.add("patch", kind, name, namespace)
         got = await self._client.patch(
             k.resource,
@@ -362,6 +383,7 @@ class Kube:
             k = await self.kind(api_version, kind)
         except UnknownKind:
             return False
+        self._client.check_fence()
         self.writes.add("delete", kind, name, namespace)
         try:
             await self._client.delete(
@@ -408,6 +430,7 @@ class Kube:
             "count": 1,
         }
         k = await self.kind("v1", "Event")
+        self._client.check_fence()
         self.writes.add("create", "Event", str(meta.get("name", "")), ns)
         await self._client.create(k.resource(event), namespace=ns)
 
@@ -419,6 +442,11 @@ class _Throttled:
     def __init__(self, inner: AsyncClient, limit: int) -> None:
         self.inner = inner
         self._sem = asyncio.Semaphore(limit)
+        self.fence: Callable[[], bool] | None = None
+
+    def check_fence(self) -> None:
+        if self.fence is not None and not self.fence():
+            raise Fenced("write refused: this replica does not hold the leader Lease (any more)")
 
     async def get(self, *args: Any, **kwargs: Any) -> Any:
         async with self._sem:
@@ -426,14 +454,17 @@ class _Throttled:
 
     async def patch(self, *args: Any, **kwargs: Any) -> Any:
         async with self._sem:
+            self.check_fence()
             return await self.inner.patch(*args, **kwargs)
 
     async def create(self, *args: Any, **kwargs: Any) -> Any:
         async with self._sem:
+            self.check_fence()
             return await self.inner.create(*args, **kwargs)
 
     async def delete(self, *args: Any, **kwargs: Any) -> Any:
         async with self._sem:
+            self.check_fence()
             return await self.inner.delete(*args, **kwargs)
 
     async def list_all(self, *args: Any, **kwargs: Any) -> list[Any]:
