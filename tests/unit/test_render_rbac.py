@@ -61,3 +61,21 @@ def test_no_component_may_read_secrets_or_use_wildcards() -> None:
                 if r["resources"] == ["clusterroles"]:
                     assert r["verbs"] == ["bind"] and r["resourceNames"], name
     assert c.COMPONENT_CONTROLLER in COMPONENTS
+
+
+def test_every_kind_the_controller_watches_may_be_read_and_pruned() -> None:
+    from kftenancy.controllers.tenant import KNOWN_KINDS
+
+    for policy in [*POLICIES, load_policy({"mesh": {"flavor": "none"}})]:
+        rules = component_rules(policy)[c.COMPONENT_CONTROLLER]
+        for api_version, kind in KNOWN_KINDS:
+            group = api_version.rpartition("/")[0]
+            low = kind.lower()
+            plural = low[:-1] + "ies" if low.endswith("y") else low + "s"
+            # (namespaces are never pruned: deleted only after a retention period)
+            verbs = ("list", "watch") if kind == "Namespace" else ("list", "watch", "delete")
+            for verb in verbs:
+                assert any(
+                    group in r["apiGroups"] and plural in r["resources"] and verb in r["verbs"]
+                    for r in rules
+                ), (kind, verb)

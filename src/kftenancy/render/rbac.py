@@ -78,12 +78,27 @@ def _tenant_rules(policy: TenancyPolicySpec) -> list[Rule]:
         )
     if policy.mesh.flavor == MeshFlavor.OSSM:
         rules.append(rule("maistra.io", ["servicemeshmembers"], MANAGE))
-    if (
-        policy.platform.flavor == Flavor.OPENSHIFT
-        and OnboardingSource.OPENSHIFT_USERS in policy.identity.onboarding
-    ):
+    if policy.platform.flavor == Flavor.OPENSHIFT:
+        # The controller watches OpenShift Users wherever that API is served (onboarding
+        # acts on them only with `openshiftUsers`); a refused watch would stop it.
         rules.append(rule("user.openshift.io", ["users"], READ))
     return rules
+
+
+# Tenant kinds the controller lists and watches (by our labels) whatever the policy, so
+# that objects of a kind the policy no longer renders (a mesh flavor change, queues
+# turned off) are still found and pruned: read and delete, never create or patch.
+# Keep in step with `kftenancy.controllers.tenant.KNOWN_KINDS` (a unit test checks).
+OBSERVED_KINDS: tuple[tuple[str, str], ...] = (
+    ("security.istio.io", "authorizationpolicies"),
+    ("maistra.io", "servicemeshmembers"),
+    (c.KUEUE_GROUP, "clusterqueues"),
+    (c.KUEUE_GROUP, "localqueues"),
+)
+
+
+def _observe_rules(policy: TenancyPolicySpec) -> list[Rule]:
+    return [rule(group, [plural], [*READ, "delete"]) for group, plural in OBSERVED_KINDS]
 
 
 def _capacity_rules(policy: TenancyPolicySpec) -> list[Rule]:
@@ -111,7 +126,12 @@ def _queue_rules(policy: TenancyPolicySpec) -> list[Rule]:
 
 def controller_rules(policy: TenancyPolicySpec) -> list[Rule]:
     """What the tenant controller reads and writes, area by area."""
-    return [*_tenant_rules(policy), *_capacity_rules(policy), *_queue_rules(policy)]
+    return [
+        *_tenant_rules(policy),
+        *_observe_rules(policy),
+        *_capacity_rules(policy),
+        *_queue_rules(policy),
+    ]
 
 
 def webhook_rules(policy: TenancyPolicySpec) -> list[Rule]:
@@ -126,13 +146,14 @@ def webhook_rules(policy: TenancyPolicySpec) -> list[Rule]:
 
 def gateway_rules(policy: TenancyPolicySpec) -> list[Rule]:
     """The gateway authenticates (TokenReview), authorizes (SubjectAccessReview), onboards."""
+    # (The gateway reads its policy from a file, never the TenancyPolicy object.)
     rules = [
-        rule(c.API_GROUP, [c.POLICY_PLURAL], READ),
         rule("authentication.k8s.io", ["tokenreviews"], ["create"]),
         rule("authorization.k8s.io", ["subjectaccessreviews"], ["create"]),
     ]
     if OnboardingSource.GATEWAY in policy.identity.onboarding:
-        rules.append(rule(c.KUBEFLOW_GROUP, [c.PROFILE_PLURAL], ["get", "list", "watch", "create"]))
+        # ensure_profile: get, then create (never update: an existing Profile is kept).
+        rules.append(rule(c.KUBEFLOW_GROUP, [c.PROFILE_PLURAL], ["get", "create"]))
         # kftenancy.kube (used by ensure_profile) finds custom kinds from the CRD list
         rules.append(rule("apiextensions.k8s.io", ["customresourcedefinitions"], ["list"]))
     return rules
