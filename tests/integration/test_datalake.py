@@ -14,9 +14,12 @@ import contextlib
 import datetime as dt
 import json
 import secrets
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -24,24 +27,34 @@ import botocore.exceptions
 import jwt
 import pytest
 import pytest_asyncio
+import yaml
 from botocore.config import Config
 from cryptography.hazmat.primitives.asymmetric import rsa
 from lightkube import ApiError, AsyncClient, codecs
-from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.models.authentication_v1 import BoundObjectReference, TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Namespace, ServiceAccount, ServiceAccountToken
+from lightkube.resources.admissionregistration_v1 import (
+    MutatingWebhookConfiguration,
+    ValidatingWebhookConfiguration,
+)
+from lightkube.resources.core_v1 import Namespace, Pod, ServiceAccount, ServiceAccountToken
+from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 
 from kftenancy import constants as c
+from kftenancy.admission.serviceaccounts import web_identity_annotations
 from kftenancy.controllers.operator import Controller, ControllerSettings
 from kftenancy.controllers.tenant import PROFILE_API_VERSION
 from kftenancy.kube import Kube
-from kftenancy.lab.cluster import LocalCluster
+from kftenancy.lab.cluster import ADMIN_USER, LocalCluster
 from kftenancy.lab.errors import ControlPlaneError
 from kftenancy.lab.seaweedfs import SeaweedFS
 from kftenancy.onboarding import ensure_profile, offboard
 from kftenancy.policy import TenancyPolicySpec, load_policy
 from kftenancy.render.iam import role_arn_for
 from kftenancy.render.seaweedfs import config_bytes, seaweedfs_iam_config, tenants_in
+from kftenancy.render.webhooks import WebhookEndpoint, webhook_configurations
+from kftenancy.servers.webhook import WebhookServer, WebhookSettings
 
 AUDIENCE = "sts.kftenancy.test"
 BUCKET = "datalake"
@@ -456,3 +469,190 @@ async def _role_gone(ctl: Controller, role: str) -> bool:
 
 async def _profile_gone(kube: Kube, name: str) -> bool:
     return await kube.get(PROFILE_API_VERSION, c.PROFILE_KIND, name) is None
+
+
+# ------------------------------------------------------------ a workload's view
+
+WORKLOAD = """
+import boto3, sys
+s3 = boto3.client("s3")  # nothing but the environment the webhook injected
+key = sys.argv[2] + "notebook.txt"
+s3.put_object(Bucket=sys.argv[1], Key=key, Body=b"from a notebook")
+print(s3.get_object(Bucket=sys.argv[1], Key=key)["Body"].read().decode())
+"""
+
+
+@contextlib.asynccontextmanager
+async def webhook(
+    cluster: LocalCluster, admin: AsyncClient, spec: dict[str, Any], workdir: Path
+) -> AsyncIterator[None]:
+    """The real admission webhook, in-process over TLS, registered with the API server."""
+
+    policy_file = workdir / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump({"spec": spec}))
+    cert = cluster.serving_cert(f"lake-webhook-{uid()}")
+    settings = WebhookSettings(
+        cert_file=cert.cert_file,
+        key_file=cert.key_file,
+        host="127.0.0.1",
+        port=0,
+        policy_file=policy_file,
+        controller_users=(ADMIN_USER,),  # the lab admin plays the controller here
+    )
+    client = AsyncClient(config=KubeConfig.from_file(cluster.admin_kubeconfig), trust_env=False)
+    server = WebhookServer(settings, client)
+    await server.start()
+    await server.wait_ready(60)
+    endpoint = WebhookEndpoint(url=f"https://127.0.0.1:{server.port}", ca_bundle=cert.ca_pem)
+    names = []
+    for obj in webhook_configurations(server.policy, endpoint, controller_users=[ADMIN_USER]):
+        obj["metadata"]["name"] = f"lake-it-{uid()}"
+        names.append((type(codecs.from_dict(obj)), obj["metadata"]["name"]))
+        await admin.create(codecs.from_dict(obj))
+    try:
+        yield
+    finally:
+        for kind, name in names:
+            assert kind in (MutatingWebhookConfiguration, ValidatingWebhookConfiguration)
+            await admin.delete(kind, name)
+        await server.stop()
+        await client.close()
+
+
+async def test_a_stock_boto3_client_in_a_tenant_pod_reaches_its_data_without_keys(
+    cluster: LocalCluster,
+    admin: AsyncClient,
+    user_client: Any,
+    seaweedfs: SeaweedFS,
+    tmp_path: Path,
+) -> None:
+
+    spec = {**lake_spec(cluster, seaweedfs), "platform": {"flavor": "kubernetes"}}
+    policy = load_policy(spec)
+    tenant = f"lake-nb-{uid()}"
+    await asyncio.to_thread(seaweedfs.apply, render(policy, [tenant]))
+    scientist = f"scientist-{uid()}"
+    binding = f"lake-it-{uid()}"
+    await admin.create(
+        codecs.from_dict(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": binding},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "cluster-admin",
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": scientist}
+                ],
+            }
+        )
+    )
+    async with webhook(cluster, admin, spec, tmp_path):
+        # The tenant as the controller renders it: labelled namespace, annotated account.
+        await admin.create(
+            codecs.from_dict(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": tenant, "labels": {c.LABEL_TENANT: tenant}},
+                }
+            )
+        )
+        await admin.create(
+            codecs.from_dict(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {
+                        "name": "default-editor",
+                        "namespace": tenant,
+                        "annotations": web_identity_annotations(policy, tenant),
+                    },
+                }
+            )
+        )
+        notebook = codecs.from_dict(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "notebook", "namespace": tenant},
+                "spec": {
+                    "serviceAccountName": "default-editor",
+                    "containers": [{"name": "notebook", "image": "jupyter/scipy-notebook"}],
+                },
+            }
+        )
+
+        # The webhook configuration takes a moment to be served: retry until mutated.
+        async def mutated_pod() -> Any:
+            created = await user_client(scientist).create(notebook)
+            env = {e.name: e.value for e in created.spec.containers[0].env or []}
+            if "AWS_ROLE_ARN" not in env:
+                await admin.delete(Pod, "notebook", namespace=tenant, grace_period=0)
+                await asyncio.sleep(0.5)
+                return None
+            return created
+
+        pod = await until(mutated_pod, what="the webhook injected the web identity")
+    await admin.delete(ClusterRoleBinding, binding)
+
+    container = pod.spec.containers[0]
+    env = {e.name: e.value for e in container.env}
+    [volume] = [v for v in pod.spec.volumes if v.name == c.WEB_IDENTITY_VOLUME]
+    source = volume.projected.sources[0].serviceAccountToken
+    mount = next(m for m in container.volumeMounts if m.name == c.WEB_IDENTITY_VOLUME)
+    assert env["AWS_WEB_IDENTITY_TOKEN_FILE"] == f"{mount.mountPath}/{source.path}"
+    assert env["AWS_ROLE_ARN"] == role_arn_for(policy, tenant)
+    assert env["AWS_ENDPOINT_URL"] == seaweedfs.endpoint
+    assert source.audience == AUDIENCE
+
+    # No kubelet runs here: request the token it would mount (same audience and expiry,
+    # bound to the pod) and put it where the container would see it.
+    issued = await admin.create(
+        ServiceAccountToken(
+            metadata=ObjectMeta(),
+            spec=TokenRequestSpec(
+                audiences=[source.audience],
+                expirationSeconds=source.expirationSeconds,
+                boundObjectRef=BoundObjectReference(
+                    kind="Pod", apiVersion="v1", name="notebook", uid=pod.metadata.uid
+                ),
+            ),
+        ),
+        "default-editor",
+        namespace=tenant,
+    )
+    token_file = tmp_path / "token"
+    token_file.write_text(issued.status.token)
+    environment = {
+        **env,
+        "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file),  # the mount, outside a container
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),  # no ~/.aws of anyone's
+    }
+    assert not any(k in environment for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", WORKLOAD, BUCKET, f"{tenant}/"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "from a notebook"
+    # ... and the same stock client is refused outside its prefix.
+    other = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", WORKLOAD, BUCKET, "someone-else/"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert other.returncode != 0 and "AccessDenied" in other.stderr
+    await admin.delete(Namespace, tenant)

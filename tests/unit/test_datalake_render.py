@@ -209,3 +209,86 @@ def test_pods_of_an_s3_compatible_lake_get_its_endpoint() -> None:
     env = {e["name"]: e["value"] for e in out["spec"]["containers"][0]["env"]}
     assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:8333"
     assert env["AWS_ROLE_ARN"] == "arn:aws:iam::123456789012:role/kubeflow-alice"
+
+
+# ------------------------------------------------------------------- the shell's pure parts
+
+
+def profile(name: str, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": meta}
+
+
+def test_offboarding_tenants_leave_the_storage_configuration() -> None:
+    from kftenancy.controllers.datalake import active_tenants, storage_configuration
+
+    profiles = [profile("bob"), profile("alice"), profile("carol", deleting=True)]
+    assert active_tenants(profiles) == ["bob", "alice"]
+    config = json.loads(
+        storage_configuration(s3_policy(), active_tenants(profiles), signing_key=KEY)
+    )
+    assert sorted(tenants_in(config)) == ["kubeflow-alice", "kubeflow-bob"]
+    with pytest.raises(KftenancyError, match="signing key"):
+        storage_configuration(s3_policy(), ["alice"], signing_key=None)
+    bundle = json.loads(storage_configuration(lake_policy(), ["bob", "alice"], signing_key=None))
+    assert [r["roleName"] for r in bundle["roles"]] == ["kubeflow-alice", "kubeflow-bob"]
+    assert bundle["roles"][0]["trustPolicy"]["Statement"][0]["Condition"]["StringEquals"]
+
+
+async def test_file_applier_writes_atomically_then_runs_the_command(tmp_path: Any) -> None:
+    from kftenancy.controllers.datalake import file_applier
+
+    target = tmp_path / "iam.json"
+    marker = tmp_path / "reloaded"
+    await file_applier(target, f"touch {marker}")(b'{"roles": []}\n')
+    assert target.read_bytes() == b'{"roles": []}\n'
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert marker.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    with pytest.raises(KftenancyError, match=r"reload command 'false' exited with 1"):
+        await file_applier(target, "false")(b"{}")
+
+
+def test_datalake_rows_show_prefix_role_and_what_is_applied() -> None:
+    from kftenancy.cli.datalake import applied_roles, datalake_rows
+
+    policy = s3_policy()
+    config = seaweedfs_iam_config(policy, ["alice"], signing_key=KEY)
+    rows = datalake_rows(
+        policy, [profile("alice"), profile("bob", deleting=True)], applied_roles(config)
+    )
+    assert rows == [
+        {
+            "tenant": "alice",
+            "bucket": "datalake",
+            "prefix": "alice/",
+            "role": "arn:aws:iam::123456789012:role/kubeflow-alice",
+            "state": "active",
+            "applied": True,
+        },
+        {
+            "tenant": "bob",
+            "bucket": "datalake",
+            "prefix": "bob/",
+            "role": "arn:aws:iam::123456789012:role/kubeflow-bob",
+            "state": "offboarding",
+            "applied": False,
+        },
+    ]
+
+
+def test_seaweedfs_is_started_with_no_fixed_port_and_loopback_only(tmp_path: Any) -> None:
+    from kftenancy.lab.seaweedfs import PORT_NAMES, weed_args
+
+    ports = {name: 20000 + i for i, name in enumerate(PORT_NAMES)}
+    args = weed_args(
+        tmp_path / "weed", data_dir=tmp_path, ports=ports, iam_config=tmp_path, s3_config=tmp_path
+    )
+    assert "-ip.bind=127.0.0.1" in args and "-master.telemetry=false" in args
+    # The Iceberg (8181) and Lance (9101) catalogs have fixed default ports: off.
+    assert "-s3.port.iceberg=0" in args and "-s3.port.lance=0" in args
+    assert "-webdav=false" in args
+    for flag in ("-s3.port=20006", "-s3.port.grpc=20007", "-filer.port.grpc=20005"):
+        assert flag in args

@@ -239,6 +239,29 @@ def register(app: typer.Typer) -> None:
                 help="Append a JSON line per API write and reconcile to this file (audit).",
             ),
         ] = None,
+        datalake_config: Annotated[
+            str | None,
+            typer.Option(
+                envvar="KFTENANCY_DATALAKE_CONFIG",
+                help="Keep the data lake's storage configuration (SeaweedFS IAM file, or the "
+                "AWS role bundle) in this file, in step with the tenants.",
+            ),
+        ] = None,
+        datalake_reload_command: Annotated[
+            str | None,
+            typer.Option(
+                envvar="KFTENANCY_DATALAKE_RELOAD_COMMAND",
+                help="Run after each change of --datalake-config (e.g. restart SeaweedFS, or "
+                "apply the AWS roles); split like a shell would, not run by one.",
+            ),
+        ] = None,
+        datalake_signing_key_file: Annotated[
+            str | None,
+            typer.Option(
+                envvar="KFTENANCY_DATALAKE_SIGNING_KEY_FILE",
+                help="The STS session signing key (>= 32 bytes; s3compatible).",
+            ),
+        ] = None,
     ) -> None:
         """Run the tenant controller (Profiles → workspaces, onboarding, offboarding)."""
         from kftenancy.controllers.operator import Controller, ControllerSettings
@@ -258,6 +281,9 @@ def register(app: typer.Typer) -> None:
             lease_namespace=lease_namespace,
             event_namespace=event_namespace,
             write_log=write_log,
+            datalake_config=datalake_config,
+            datalake_reload_command=datalake_reload_command,
+            datalake_signing_key_file=datalake_signing_key_file,
         )
 
         async def main() -> None:

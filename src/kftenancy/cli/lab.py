@@ -156,6 +156,9 @@ def down(state_dir: Path = STATE_DIR_OPTION) -> None:
             out.print(f"no lab in {state_dir}: nothing to stop")
             return
         _stop(state)
+        from kftenancy.cli import lab_seaweedfs
+
+        lab_seaweedfs.down(state_dir)  # the lab's SeaweedFS, if `lab seaweedfs up` ran
         shutil.rmtree(state.workdir, ignore_errors=True)
         (state_dir / "state.json").unlink(missing_ok=True)
     out.print(f"lab stopped ({', '.join(state.processes)})")
@@ -198,4 +201,7 @@ def register(app: typer.Typer) -> None:
     lab.command("down")(down)
     lab.command("status")(status)
     lab.command("env")(env)
+    from kftenancy.cli import lab_seaweedfs  # it imports this module
+
+    lab_seaweedfs.register(lab)
     app.add_typer(lab, name="lab")

@@ -111,6 +111,7 @@ class SeaweedFS:
         die_with_parent: bool = True,
         start_timeout: float = 60.0,
         ports: dict[str, int] | None = None,
+        admin: AdminCredentials | None = None,
     ) -> None:
         self.ca_file = Path(ca_file)
         self.buckets = buckets
@@ -119,7 +120,7 @@ class SeaweedFS:
         self.die_with_parent = die_with_parent
         self.start_timeout = start_timeout
         self.ports = ports or {name: free_port() for name in PORT_NAMES}
-        self.admin = AdminCredentials(
+        self.admin = admin or AdminCredentials(
             access_key="kftenancy-lab-admin", secret_key=secrets.token_urlsafe(24)
         )
         self.process: ManagedProcess | None = None
