@@ -53,3 +53,15 @@ def register(app: typer.Typer) -> None:
         from kftenancy.render.chart import chart_files
 
         write_files(directory, chart_files(read_spec(policy)))
+
+    @app.command("olm")
+    def olm_cmd(
+        policy: PolicyPath,
+        directory: Dir = Path("deploy/olm"),
+        version: Annotated[str, typer.Option(help="The CSV version.")] = "0.1.0",
+        image: Annotated[str | None, typer.Option(help="Default: the project image.")] = None,
+    ) -> None:
+        """Write the OLM bundle (ClusterServiceVersion, CRDs, metadata) for a policy."""
+        from kftenancy.render.olm import bundle_files
+
+        write_files(directory, bundle_files(read_spec(policy), version, image))
