@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -656,3 +657,88 @@ async def test_a_stock_boto3_client_in_a_tenant_pod_reaches_its_data_without_key
     )
     assert other.returncode != 0 and "AccessDenied" in other.stderr
     await admin.delete(Namespace, tenant)
+
+
+# ------------------------------------------------------------ `kftenancy lab seaweedfs`
+
+KFTENANCY = str(Path(sys.executable).parent / "kftenancy")
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [KFTENANCY, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def test_lab_seaweedfs_up_env_reload_down(tmp_path: Path) -> None:
+    """The lab's SeaweedFS in the background: the controller's hook (`env`'s reload
+    command) makes a changed configuration live; `lab down` stops it too."""
+    from kftenancy.cli.lab_seaweedfs import LAB_AUDIENCE, _read
+    from kftenancy.lab.processes import pid_runs
+    from kftenancy.lab.state import read_state
+
+    state_dir = tmp_path / "lab"
+    started = cli("lab", "up", "--no-scheduler", "--no-kwok", "--gpu-nodes", "0",
+                  "--state-dir", str(state_dir))  # fmt: skip
+    assert started.returncode == 0, started.stderr + started.stdout
+    try:
+        up = cli("lab", "seaweedfs", "up", "--state-dir", str(state_dir))
+        assert up.returncode == 0 and "S3 + STS) running at http://127.0.0.1:" in up.stdout, up
+        exports = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in cli("lab", "seaweedfs", "env", "--state-dir", str(state_dir)).stdout.split(
+                "\n"
+            )
+            if line
+        )
+        env = {k: v.strip("'") for k, v in exports.items()}
+        lab = read_state(state_dir)
+        sw = _read(state_dir)
+        assert lab is not None and sw is not None
+        assert env["KFTENANCY_LAB_S3_ENDPOINT"] == sw.endpoint
+        assert env["KFTENANCY_DATALAKE_CONFIG"] == str(sw.iam_config)
+
+        # What the controller does on a change: write the file, run the reload command.
+        kube = lightkube_client(lab.admin_kubeconfig)
+        kube.create(
+            codecs.from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "nb"}})
+        )
+        kube.create(codecs.from_dict({"apiVersion": "v1", "kind": "ServiceAccount",
+                                      "metadata": {"name": "default-editor", "namespace": "nb"}}))  # fmt: skip
+        policy = load_policy(
+            {"dataLake": {"enabled": True, "provider": "s3compatible", "issuerUrl": lab.issuer,
+                          "audience": LAB_AUDIENCE}}
+        )  # fmt: skip
+        key = Path(env["KFTENANCY_DATALAKE_SIGNING_KEY_FILE"]).read_bytes().strip()
+        sw.iam_config.write_bytes(
+            config_bytes(seaweedfs_iam_config(policy, ["nb"], signing_key=key))
+        )
+        reload = subprocess.run(env["KFTENANCY_DATALAKE_RELOAD_COMMAND"].split(), capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        assert reload.returncode == 0, reload.stderr
+        again = _read(state_dir)
+        assert again is not None and again.pid != sw.pid and again.endpoint == sw.endpoint
+        issued = kube.create(
+            ServiceAccountToken(metadata=ObjectMeta(), spec=TokenRequestSpec(audiences=[LAB_AUDIENCE], expirationSeconds=600)),
+            "default-editor", namespace="nb",
+        )  # fmt: skip
+        client = boto3.client("sts", endpoint_url=again.endpoint, region_name="us-east-1",
+                              config=BOTO.merge(Config(signature_version=botocore.UNSIGNED)))  # fmt: skip
+        creds = client.assume_role_with_web_identity(
+            RoleArn=role_arn_for(policy, "nb"), RoleSessionName="lab-cli", WebIdentityToken=issued.status.token
+        )["Credentials"]  # fmt: skip
+        assert creds["AccessKeyId"]
+    finally:
+        stopped = cli("lab", "down", "--state-dir", str(state_dir))
+    assert stopped.returncode == 0 and "seaweedfs stopped" in stopped.stdout, stopped
+    assert not pid_runs(again.pid, again.executable)
+
+
+def lightkube_client(kubeconfig: str) -> Any:
+    from lightkube import Client
+
+    return Client(config=KubeConfig.from_file(kubeconfig), field_manager="test")
