@@ -29,6 +29,7 @@ import yaml
 from pydantic import ValidationError
 
 from kftenancy import constants as c
+from kftenancy.controllers.capacity import CapacityLoop
 from kftenancy.controllers.datalake import Applier, StorageSync, file_applier
 from kftenancy.controllers.leader import LeaderElector
 from kftenancy.controllers.metrics import Metrics, serve
@@ -67,6 +68,7 @@ class ControllerSettings:
     event_namespace: str = "default"
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 300.0
+    capacity_seconds: float = 5.0  # GPU headroom / tenant GPU status loop; 0 = off
     write_log: str | None = None  # a JSON line per API write and reconcile (writelog.py)
     # Data lake: where the storage configuration is written (SeaweedFS IAM file or the AWS
     # role bundle), the command run after each change, the STS signing key (s3compatible).
@@ -142,6 +144,7 @@ class Controller:
             policy_error=lambda: self.policy_error,
         )
         self.profiles: set[str] = set()
+        self.capacity: CapacityLoop | None = None  # set by run() when the loop is on
         self.ready = asyncio.Event()  # set once kopf watches and workers run
         self.reconciled = 0  # reconciles finished (any result)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -449,6 +452,14 @@ class Controller:
                 for _ in range(self.settings.workers)
             ]
             tasks.append(asyncio.create_task(self._resync_loop()))
+            if self.settings.capacity_seconds > 0:
+                self.capacity = CapacityLoop(
+                    self.kube,
+                    lambda: self.policy,
+                    now=self._now,
+                    interval=self.settings.capacity_seconds,
+                )
+                tasks.append(asyncio.create_task(self.capacity.run()))
             owned = {c.LABEL_MANAGED_BY: c.MANAGED_BY}
             if self.storage is not None:
                 tasks.append(asyncio.create_task(self.storage.run()))

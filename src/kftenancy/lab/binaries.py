@@ -14,9 +14,18 @@ from pathlib import Path
 
 from kftenancy.lab.errors import ControlPlaneError
 
-ALL_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+ALL_BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "kueue",
+)
 # kwok's stages (what makes fake nodes Ready and pods Running), generated next to it.
 KWOK_STAGES = "kwok-stages"
+# Kueue's CRDs and webhook configuration (a directory), copied next to its binary.
+KUEUE_MANIFESTS = "kueue-manifests"
 
 _REPO = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = _REPO / "hack" / "build-control-plane.sh"
@@ -53,6 +62,8 @@ def binary_paths(names: tuple[str, ...] = ALL_BINARIES) -> dict[str, Path]:
         paths = {name: Path(bin_dir) / name for name in names}
         if "kwok" in names:
             paths[KWOK_STAGES] = Path(bin_dir) / "kwok-stages.yaml"
+        if "kueue" in names:
+            paths[KUEUE_MANIFESTS] = Path(bin_dir) / "kueue-manifests"
         return paths
     if not BUILD_SCRIPT.is_file():
         raise ControlPlaneError(
@@ -70,6 +81,14 @@ def binary_paths(names: tuple[str, ...] = ALL_BINARIES) -> dict[str, Path]:
     return parse_print_dir(done.stdout)
 
 
+def _present(name: str, path: Path) -> bool:
+    if name == KWOK_STAGES:
+        return path.is_file()
+    if name == KUEUE_MANIFESTS:
+        return (path / "webhooks.yaml").is_file()
+    return os.access(path, os.X_OK)
+
+
 def ensure_binaries(names: tuple[str, ...] = ALL_BINARIES) -> dict[str, Path]:
     """The binaries' paths, building the missing ones first (a cold build of
     kube-apiserver takes many minutes; progress goes to stderr). Raises
@@ -77,9 +96,9 @@ def ensure_binaries(names: tuple[str, ...] = ALL_BINARIES) -> dict[str, Path]:
     paths = binary_paths(names)
     missing = sorted(
         {
-            "kwok" if name == KWOK_STAGES else name
+            {KWOK_STAGES: "kwok", KUEUE_MANIFESTS: "kueue"}.get(name, name)
             for name, path in paths.items()
-            if not (path.is_file() if name == KWOK_STAGES else os.access(path, os.X_OK))
+            if not _present(name, path)
         }
     )
     if not missing:

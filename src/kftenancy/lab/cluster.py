@@ -37,18 +37,27 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Node, ServiceAccount
 
 from kftenancy.certs import CertificateAuthority, service_account_key
-from kftenancy.lab.binaries import KWOK_STAGES, ensure_binaries
+from kftenancy.lab import kueue
+from kftenancy.lab.binaries import KUEUE_MANIFESTS, KWOK_STAGES, ensure_binaries
 from kftenancy.lab.errors import ControlPlaneError
 from kftenancy.lab.kubeconfig import build_kubeconfig, write_kubeconfig, write_private
 from kftenancy.lab.nodes import KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE, gpu_node_manifest
 from kftenancy.lab.processes import ManagedProcess, free_port, log_tail, rss_kib
+from kftenancy.lab.stages import write_lab_stages
 
 LAB_FIELD_MANAGER = "kftenancy-lab"
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.244.0.0/16"
 ADMIN_USER = "kftenancy-lab-admin"
 # Started in this order, stopped in the reverse one.
-COMPONENT_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+COMPONENT_ORDER = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "kueue",
+)
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,7 @@ class LocalCluster:
         controller_manager: bool = False,
         scheduler: bool = False,
         kwok: bool = False,
+        kueue: bool = False,
         enable_admission_plugins: Sequence[str] = (),
         disable_admission_plugins: Sequence[str] = (),
         workdir: Path | None = None,
@@ -149,6 +159,7 @@ class LocalCluster:
                 ("kube-controller-manager", controller_manager),
                 ("kube-scheduler", scheduler),
                 ("kwok", kwok),
+                ("kueue", kueue),
             )
             if on
         )
@@ -405,7 +416,7 @@ class LocalCluster:
                 [
                     str(binaries["kwok"]),
                     f"--kubeconfig={kubeconfig}",
-                    f"--config={binaries[KWOK_STAGES]}",
+                    f"--config={write_lab_stages(binaries[KWOK_STAGES], self.workdir / 'kwok-stages.yaml')}",
                     "--manage-all-nodes=false",
                     f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}={KWOK_NODE_VALUE}",
                     "--node-ip=127.0.0.1",
@@ -424,6 +435,50 @@ class LocalCluster:
             # kwok has no health endpoint unless serving; a second alive is the check.
             time.sleep(1.0)
             self._wait("kwok", deadline, lambda: True)
+        if "kueue" in self.components:
+            self._start_kueue(binaries, deadline)
+
+    def _start_kueue(self, binaries: Mapping[str, Path], deadline: float) -> None:
+        """Kueue's CRDs (server-side apply), then Kueue with webhooks on 127.0.0.1, then
+        the webhook configurations (only once it serves: they fail closed)."""
+        manifests = binaries[KUEUE_MANIFESTS]
+        self.install_crds(kueue.kueue_crds(manifests), timeout=max(10.0, deadline - time.monotonic()))
+        self.client().apply(
+            codecs.from_dict(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": kueue.KUEUE_NAMESPACE}}
+            ),
+            force=True,
+        )
+        kueue.ensure_metrics_certs()
+        cert = self.serving_cert("kueue-webhook")
+        cert_dir = self.workdir / "kueue" / "certs"
+        cert_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(cert.cert_file, cert_dir / "tls.crt")
+        shutil.copy(cert.key_file, cert_dir / "tls.key")
+        webhook_port, health_port, metrics_port = free_port(), free_port(), free_port()
+        self.ports["kueue-webhook"] = webhook_port
+        self.ports["kueue-health"] = health_port
+        config = self.workdir / "kueue" / "config.yaml"
+        config.write_text(
+            kueue.kueue_config(
+                webhook_port=webhook_port,
+                health_port=health_port,
+                metrics_port=metrics_port,
+                cert_dir=cert_dir,
+            )
+        )
+        self._spawn(
+            "kueue",
+            [
+                str(binaries["kueue"]),
+                f"--config={config}",
+                f"--kubeconfig={self.admin_kubeconfig}",
+                "--feature-gates=VisibilityOnDemand=false",
+            ],
+        )
+        self._wait("kueue", deadline, lambda: kueue.ready(health_port))
+        for doc in kueue.webhook_configurations(manifests, webhook_port, cert.ca_pem):
+            self.client().apply(codecs.from_dict(doc), force=True)
 
     def _wait(self, name: str, deadline: float, ready: Callable[[], bool]) -> None:
         proc = self.processes[name]

@@ -1,0 +1,104 @@
+"""A tenant's GPU view: guarantee, in use, borrowed, pending, from its Kueue
+ClusterQueue and Workloads (plain dicts). Pure; `kftenancy status` and the tenant's
+status ConfigMap (`kftenancy-gpu-status`, readable by the tenant, who cannot read
+cluster-scoped ClusterQueues) both show it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kftenancy import constants as c
+from kftenancy.capacity.demand import pod_gpus
+from kftenancy.policy import TenancyPolicySpec
+from kftenancy.profile import Profile
+from kftenancy.reconcile import quantity_value
+from kftenancy.render.meta import metadata, tenant_labels
+from kftenancy.render.queues import gpu_quotas
+from kftenancy.render.tenant import quota_hard
+
+
+@dataclass(frozen=True)
+class TenantGPU:
+    tenant: str
+    guarantee: int = 0
+    in_use: int = 0
+    borrowed: int = 0
+    pending: int = 0  # GPUs asked for by workloads waiting in the queue
+    pending_workloads: list[str] = field(default_factory=list)  # in queue order
+
+
+def _gpu_usage(cq: Mapping[str, Any], resource: str, key: str) -> tuple[int, int]:
+    total = borrowed = 0
+    for flavor in (cq.get("status") or {}).get(key) or []:
+        for res in flavor.get("resources") or []:
+            if res.get("name") == resource:
+                total += int(quantity_value(str(res.get("total", "0"))) or 0)
+                borrowed += int(quantity_value(str(res.get("borrowed", "0"))) or 0)
+    return total, borrowed
+
+
+def _condition(obj: Mapping[str, Any], kind: str) -> bool:
+    return any(
+        cd.get("type") == kind and cd.get("status") == "True"
+        for cd in (obj.get("status") or {}).get("conditions") or []
+    )
+
+
+def workload_gpus(workload: Mapping[str, Any], resource: str) -> int:
+    total = 0
+    for ps in (workload.get("spec") or {}).get("podSets") or []:
+        total += pod_gpus(ps.get("template") or {}, resource) * int(ps.get("count", 1))
+    return total
+
+
+def tenant_gpu(
+    policy: TenancyPolicySpec,
+    profile: Profile,
+    cluster_queue: Mapping[str, Any] | None,
+    workloads: Iterable[Mapping[str, Any]],
+) -> TenantGPU:
+    resource = policy.gpu.resource_name
+    guarantee = sum(n for _, n, _ in gpu_quotas(policy, profile.name, quota_hard(policy, profile)))
+    in_use, borrowed = _gpu_usage(cluster_queue or {}, resource, "flavorsReservation")
+    waiting = sorted(
+        (
+            w
+            for w in workloads
+            if not _condition(w, "QuotaReserved") and not _condition(w, "Finished")
+        ),
+        key=lambda w: (
+            -int((w.get("spec") or {}).get("priority") or 0),
+            str((w.get("metadata") or {}).get("creationTimestamp") or ""),
+        ),
+    )
+    return TenantGPU(
+        tenant=profile.name,
+        guarantee=guarantee,
+        in_use=in_use,
+        borrowed=borrowed,
+        pending=sum(workload_gpus(w, resource) for w in waiting),
+        pending_workloads=[str(w["metadata"]["name"]) for w in waiting],
+    )
+
+
+def status_configmap(policy: TenancyPolicySpec, view: TenantGPU) -> dict[str, Any]:
+    """The tenant-visible status, in the tenant's namespace."""
+    data = {k: str(v) for k, v in asdict(view).items() if k not in ("tenant", "pending_workloads")}
+    data["queue"] = json.dumps(
+        [{"position": i + 1, "workload": n} for i, n in enumerate(view.pending_workloads)]
+    )
+    data["localQueue"] = policy.gpu.queues.local_queue
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(c.GPU_STATUS_CONFIGMAP, tenant_labels(view.tenant), view.tenant),
+        "data": {_camel(k): v for k, v in data.items()},
+    }
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(p.title() for p in rest)
