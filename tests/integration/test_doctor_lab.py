@@ -129,7 +129,9 @@ async def healthy(lab: LocalCluster) -> AsyncIterator[Healthy]:
         try:
             await _eventually(lambda: _ready(kube, name), 60, "tenant alice Ready")
         except AssertionError:
-            raise AssertionError(await kube.get(PROFILE_API_VERSION, c.PROFILE_KIND, name)) from None
+            raise AssertionError(
+                await kube.get(PROFILE_API_VERSION, c.PROFILE_KIND, name)
+            ) from None
     finally:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
@@ -201,6 +203,7 @@ async def test_healthy_cluster_passes_every_check(healthy: Healthy) -> None:
     assert by_check == {
         "policy",
         "crds",
+        "rbac",
         "webhooks",
         "mesh",
         "pod-toleration-restriction",
@@ -224,6 +227,25 @@ async def test_a_crd_that_no_longer_serves_a_version(healthy: Healthy) -> None:
         assert "v1beta1" in found["message"] and "deploy/crds" in found["fix"]
     finally:
         await healthy.kube.apply(profile_crd())
+
+
+async def test_a_cluster_role_behind_the_policy(healthy: Healthy) -> None:
+    rbac = "rbac.authorization.k8s.io/v1"
+    role = await healthy.kube.get(rbac, "ClusterRole", c.COMPONENT_CONTROLLER)
+    assert role is not None
+    # As if retentionDays had been set without regenerating the chart: no namespace delete.
+    narrowed = [r for r in role["rules"] if r.get("resources") != ["namespaces"]]
+    await healthy.kube.patch_merge(rbac, "ClusterRole", c.COMPONENT_CONTROLLER, {"rules": narrowed})
+    try:
+        code, report = await doctor(healthy.lab)
+        assert code == 1
+        [found] = errors(report, "rbac")
+        assert found["object"] == f"ClusterRole/{c.COMPONENT_CONTROLLER}"
+        assert "namespaces" in found["message"] and "kftenancy chart" in found["fix"]
+    finally:
+        await healthy.kube.patch_merge(
+            rbac, "ClusterRole", c.COMPONENT_CONTROLLER, {"rules": role["rules"]}
+        )
 
 
 async def test_unregistered_validating_webhook(healthy: Healthy) -> None:

@@ -139,3 +139,21 @@ def test_without_a_policy_only_policy_and_tenants_run() -> None:
     assert {f.check for f in run_checks(CHECKS, s)} == {"policy", "tenants"}
     extra = Check("extra", "an area's check", (), lambda _: [Finding("extra", Severity.OK, "fine")])
     assert [f.check for f in run_checks((extra,), Snapshot(POLICY, NOW))] == ["extra"]
+
+
+def test_cluster_roles_must_match_the_policy() -> None:
+    from kftenancy.doctor.checks import check_rbac
+    from kftenancy.render.rbac import component_identities
+
+    key = ("rbac.authorization.k8s.io/v1", "ClusterRole")
+    roles = [o for o in component_identities(POLICY) if o["kind"] == "ClusterRole"]
+    assert severities(check_rbac(Snapshot(POLICY, NOW, {key: roles}))) == {Severity.OK}
+    retention = load_policy(
+        {"platform": {"kubeflowInstalled": False}, "offboarding": {"retentionDays": 7}}
+    )
+    [behind] = check_rbac(Snapshot(retention, NOW, {key: roles}))
+    assert behind.severity == Severity.ERROR and "delete" in behind.message
+    wider = [o for o in component_identities(retention) if o["kind"] == "ClusterRole"]
+    [more] = check_rbac(Snapshot(POLICY, NOW, {key: wider}))
+    assert more.severity == Severity.WARNING and "more than" in more.message
+    assert failed(check_rbac(Snapshot(POLICY, NOW, {key: []})))

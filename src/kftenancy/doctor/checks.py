@@ -21,6 +21,7 @@ from kftenancy.doctor.model import Check, Finding, Obj, Read, Snapshot, error, o
 from kftenancy.policy import Flavor, MeshFlavor, TenancyPolicySpec
 from kftenancy.render.gateway import PROVIDER_NAME, ext_authz_provider
 from kftenancy.render.platform import crds as expected_crds
+from kftenancy.render.rbac import component_rules
 from kftenancy.render.webhooks import CONFIGURATION_NAME, webhook_configurations
 
 CRD = Read("apiextensions.k8s.io/v1", "CustomResourceDefinition")
@@ -33,6 +34,7 @@ SECURITY_POLICY = Read("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy")
 NODE = Read("v1", "Node")
 CLUSTER_ROLE_BINDING = Read("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")
 PROFILE = Read(f"{c.KUBEFLOW_GROUP}/v1", c.PROFILE_KIND)
+CLUSTER_ROLE = Read("rbac.authorization.k8s.io/v1", "ClusterRole")
 
 EXPIRY_WARNING = timedelta(days=14)
 FIX_CRDS = (
@@ -148,6 +150,65 @@ def check_crds(snap: Snapshot) -> list[Finding]:
             )
         else:
             out.append(ok(name, f"Kubeflow's CRD {profile_crd_name} serves v1"))
+    return out
+
+
+# ---------------------------------------------------------------------------- RBAC
+
+
+def _rule_keys(rules: Any) -> set[str]:
+    out = set()
+    for r in rules or []:
+        norm = {
+            k: sorted(r.get(k) or [])
+            for k in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs")
+        }
+        out.add(json.dumps(norm, sort_keys=True))
+    return out
+
+
+def check_rbac(snap: Snapshot) -> list[Finding]:
+    """Each component's ClusterRole grants exactly what this policy needs (a policy
+    edited without regenerating the chart leaves RBAC behind)."""
+    name = "rbac"
+    policy = _policy(snap)
+    roles = {o["metadata"]["name"]: o for o in snap.of(*_av(CLUSTER_ROLE))}
+    fix = (
+        "regenerate the chart from this policy (`kftenancy chart --policy policy.yaml --dir "
+        "CHART`) and `helm upgrade`, or apply `kftenancy render --policy policy.yaml --platform`"
+    )
+    out: list[Finding] = []
+    for component, rules in component_rules(policy).items():
+        ref = f"ClusterRole/{component}"
+        have = roles.get(component)
+        if have is None:
+            out.append(
+                error(name, f"no ClusterRole {component}: the component cannot run", fix, ref)
+            )
+            continue
+        want, got = _rule_keys(rules), _rule_keys(have.get("rules"))
+        if want - got:
+            lacking = "; ".join(sorted(want - got))
+            out.append(
+                error(
+                    name,
+                    f"ClusterRole {component} lacks what this policy needs: {lacking}",
+                    fix,
+                    ref,
+                )
+            )
+        elif got - want:
+            extra = "; ".join(sorted(got - want))
+            out.append(
+                warning(
+                    name,
+                    f"ClusterRole {component} grants more than this policy needs: {extra}",
+                    fix,
+                    ref,
+                )
+            )
+    if not out:
+        out.append(ok(name, "each component's ClusterRole is exactly what this policy needs"))
     return out
 
 
@@ -637,6 +698,7 @@ def _mesh_reads(policy: TenancyPolicySpec | None) -> tuple[Read, ...]:
 CHECKS: tuple[Check, ...] = (
     Check("policy", "TenancyPolicy present and valid", (), check_policy, needs_policy=False),
     Check("crds", "CRDs installed, versions served", (CRD,), check_crds),
+    Check("rbac", "component ClusterRoles match the policy", (CLUSTER_ROLE,), check_rbac),
     Check(
         "webhooks", "webhook registration and certificates", (MUTATING, VALIDATING), check_webhooks
     ),
