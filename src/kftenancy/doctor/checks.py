@@ -156,15 +156,24 @@ def check_crds(snap: Snapshot) -> list[Finding]:
 # ---------------------------------------------------------------------------- RBAC
 
 
-def _rule_keys(rules: Any) -> set[str]:
+def _grants(rules: Any) -> set[tuple[str, str, str, str]]:
+    """Rules as single grants (group, resource, verb, name or "*"), so that the same
+    permissions split or merged differently compare equal."""
     out = set()
     for r in rules or []:
-        norm = {
-            k: sorted(r.get(k) or [])
-            for k in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs")
-        }
-        out.add(json.dumps(norm, sort_keys=True))
+        names = r.get("resourceNames") or ["*"]
+        for g in r.get("apiGroups") or []:
+            for res in r.get("resources") or []:
+                for verb in r.get("verbs") or []:
+                    out |= {(g, res, verb, n) for n in names}
     return out
+
+
+def _describe(grants: set[tuple[str, str, str, str]]) -> str:
+    return "; ".join(
+        f"{verb} {g + '/' if g else ''}{res}{'' if n == '*' else ' ' + n}"
+        for g, res, verb, n in sorted(grants)
+    )
 
 
 def check_rbac(snap: Snapshot) -> list[Finding]:
@@ -186,9 +195,9 @@ def check_rbac(snap: Snapshot) -> list[Finding]:
                 error(name, f"no ClusterRole {component}: the component cannot run", fix, ref)
             )
             continue
-        want, got = _rule_keys(rules), _rule_keys(have.get("rules"))
+        want, got = _grants(rules), _grants(have.get("rules"))
         if want - got:
-            lacking = "; ".join(sorted(want - got))
+            lacking = _describe(want - got)
             out.append(
                 error(
                     name,
@@ -198,7 +207,7 @@ def check_rbac(snap: Snapshot) -> list[Finding]:
                 )
             )
         elif got - want:
-            extra = "; ".join(sorted(got - want))
+            extra = _describe(got - want)
             out.append(
                 warning(
                     name,
