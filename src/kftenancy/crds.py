@@ -7,7 +7,7 @@ prunes). Copies are committed under `deploy/crds/` (`kftenancy crd --dir deploy/
 rewrites them) and a test proves they match.
 
 The JSON schema pydantic emits is turned into a Kubernetes *structural* schema: `$ref`s
-inlined, `Optional[X]` → `X` + `nullable`, `int | str` → `x-kubernetes-int-or-string`,
+inlined, `Optional[X]` → `X` + `nullable` (not for enums defaulting to None: see `_convert`), `int | str` → `x-kubernetes-int-or-string`,
 free-form dicts → `x-kubernetes-preserve-unknown-fields`, titles dropped, defaults moved
 into the description (the model, not the API server, applies defaults).
 """
@@ -54,7 +54,10 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out = _convert(options[0], defs)
         else:
             raise SchemaConversionError(f"cannot express anyOf {node['anyOf']!r}")
-        if nullable:
+        # kube-apiserver checks a null against `enum` even when the field is nullable (and
+        # refuses it), but prunes a null from a field that is not nullable: for an enum
+        # whose default is None, "null" and "unset" mean the same, so leave nullable off.
+        if nullable and not ("enum" in out and node.get("default") is None):
             out["nullable"] = True
     else:
         out = _convert_typed(node, defs)

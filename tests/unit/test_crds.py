@@ -158,3 +158,24 @@ def test_protected_groups_carry_the_api_approval_annotation(crd: dict[str, Any])
     group = crd["spec"]["group"]
     if group.endswith((".k8s.io", ".kubernetes.io")):
         assert crd["metadata"].get("annotations", {}).get("api-approved.kubernetes.io")
+
+
+def _nullable_enums(node: Any, path: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    found = [path] if "enum" in node and node.get("nullable") else []
+    for key, child in (node.get("properties") or {}).items():
+        found += _nullable_enums(child, f"{path}.{key}")
+    if isinstance(node.get("items"), dict):
+        found += _nullable_enums(node["items"], f"{path}[]")
+    return found
+
+
+def test_optional_enums_are_not_nullable() -> None:
+    """kube-apiserver validates a null against `enum` even when nullable (and refuses it:
+    found by tests/integration/test_fuzz_policy.py with `effect: null` in a toleration);
+    without nullable it prunes the null, the same as the model's None."""
+    schema = policy_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert _nullable_enums(schema) == []
+    tol = schema["properties"]["spec"]["properties"]["gpu"]["properties"]["allowedTolerations"]
+    assert "enum" in tol["items"]["properties"]["effect"]
