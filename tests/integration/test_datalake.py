@@ -31,8 +31,9 @@ import pytest_asyncio
 import yaml
 from botocore.config import Config
 from cryptography.hazmat.primitives.asymmetric import rsa
-from lightkube import ApiError, AsyncClient, codecs
+from lightkube import ApiError, AsyncClient, Client, codecs
 from lightkube.config.kubeconfig import KubeConfig
+from lightkube.generic_resource import create_global_resource
 from lightkube.models.authentication_v1 import BoundObjectReference, TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.admissionregistration_v1 import (
@@ -44,14 +45,18 @@ from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 
 from kftenancy import constants as c
 from kftenancy.admission.serviceaccounts import web_identity_annotations
+from kftenancy.cli.lab_seaweedfs import LAB_AUDIENCE, _read
 from kftenancy.controllers.operator import Controller, ControllerSettings
 from kftenancy.controllers.tenant import PROFILE_API_VERSION
 from kftenancy.kube import Kube
 from kftenancy.lab.cluster import ADMIN_USER, LocalCluster
 from kftenancy.lab.errors import ControlPlaneError
+from kftenancy.lab.processes import pid_runs
 from kftenancy.lab.seaweedfs import SeaweedFS
+from kftenancy.lab.state import read_state
 from kftenancy.onboarding import ensure_profile, offboard
 from kftenancy.policy import TenancyPolicySpec, load_policy
+from kftenancy.render import profile_for_user
 from kftenancy.render.iam import role_arn_for
 from kftenancy.render.seaweedfs import config_bytes, seaweedfs_iam_config, tenants_in
 from kftenancy.render.webhooks import WebhookEndpoint, webhook_configurations
@@ -328,6 +333,46 @@ async def test_credentials_expire_at_the_configured_duration(
         assume, seaweedfs, role_arn_for(policy, a), await token(admin, a, "default-editor")
     )
     assert 890 <= (creds["Expiration"] - before).total_seconds() <= 905
+
+
+async def test_200_tenants_apply_and_the_last_one_assumes_its_role(
+    cluster: LocalCluster,
+    admin: AsyncClient,
+    seaweedfs: SeaweedFS,
+    two_tenants: tuple[TenancyPolicySpec, str, str],
+) -> None:
+    policy, a, b = two_tenants
+    names = [a, b, *(f"lake-many-{i:03d}" for i in range(198))]
+    last = names[-1]
+    await admin.create(
+        codecs.from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": last}})
+    )
+    await admin.create(
+        codecs.from_dict(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "default-editor", "namespace": last},
+            }
+        )
+    )
+    try:
+        await asyncio.to_thread(seaweedfs.apply, render(policy, names))
+        creds = await asyncio.to_thread(
+            assume,
+            seaweedfs,
+            role_arn_for(policy, last),
+            await token(admin, last, "default-editor"),
+        )
+        s3 = s3_with(seaweedfs, creds)
+        await asyncio.to_thread(s3.put_object, Bucket=BUCKET, Key=f"{last}/x", Body=b"x")
+        status, _ = await asyncio.to_thread(
+            refused, lambda: s3.get_object(Bucket=BUCKET, Key=f"{a}/data.csv")
+        )
+        assert status == 403
+    finally:
+        await asyncio.to_thread(seaweedfs.apply, render(policy, [a, b]))
+        await admin.delete(Namespace, last)
 
 
 # ------------------------------------------------------------ the controller
@@ -678,10 +723,6 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_lab_seaweedfs_up_env_reload_down(tmp_path: Path) -> None:
     """The lab's SeaweedFS in the background: the controller's hook (`env`'s reload
     command) makes a changed configuration live; `lab down` stops it too."""
-    from kftenancy.cli.lab_seaweedfs import LAB_AUDIENCE, _read
-    from kftenancy.lab.processes import pid_runs
-    from kftenancy.lab.state import read_state
-
     state_dir = tmp_path / "lab"
     started = cli("lab", "up", "--no-scheduler", "--no-kwok", "--gpu-nodes", "0",
                   "--state-dir", str(state_dir))  # fmt: skip
@@ -732,6 +773,27 @@ def test_lab_seaweedfs_up_env_reload_down(tmp_path: Path) -> None:
             RoleArn=role_arn_for(policy, "nb"), RoleSessionName="lab-cli", WebIdentityToken=issued.status.token
         )["Credentials"]  # fmt: skip
         assert creds["AccessKeyId"]
+
+        # `kftenancy datalake` shows the tenant's prefix and role, applied.
+        profile_kind = create_global_resource(
+            c.KUBEFLOW_GROUP, "v1", c.PROFILE_KIND, c.PROFILE_PLURAL
+        )
+        manifest = profile_for_user(policy, "nb")
+        assert manifest["metadata"]["name"] == "nb"
+        kube.create(profile_kind(**manifest))
+        policy_file = tmp_path / "policy.yaml"
+        policy_file.write_text(
+            yaml.safe_dump({"spec": policy.model_dump(mode="json", by_alias=True)})
+        )
+        shown = cli("datalake", "--kubeconfig", lab.admin_kubeconfig, "--policy", str(policy_file),
+                    "--config", str(sw.iam_config), "-o", "json")  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout) == [
+            {"tenant": "nb", "bucket": "datalake", "prefix": "nb/", "role": role_arn_for(policy, "nb"),
+             "state": "active", "applied": True}
+        ]  # fmt: skip
+        table = cli("datalake", "--kubeconfig", lab.admin_kubeconfig, "--policy", str(policy_file))
+        assert "s3://datalake/nb/" in table.stdout and "kubeflow-nb" in table.stdout, table
     finally:
         stopped = cli("lab", "down", "--state-dir", str(state_dir))
     assert stopped.returncode == 0 and "seaweedfs stopped" in stopped.stdout, stopped
@@ -739,6 +801,4 @@ def test_lab_seaweedfs_up_env_reload_down(tmp_path: Path) -> None:
 
 
 def lightkube_client(kubeconfig: str) -> Any:
-    from lightkube import Client
-
     return Client(config=KubeConfig.from_file(kubeconfig), field_manager="test")
