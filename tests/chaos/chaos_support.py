@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import ssl
@@ -47,6 +48,19 @@ SNAPSHOT_KINDS: tuple[tuple[str, str], ...] = (
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
 )
 TRANSIENT = (ApiError, OSError, httpx2.HTTPError)
+SEED_ENV = "KFTENANCY_CHAOS_SEED"
+
+
+class ChaosRandom(random.Random):
+    """A seeded RNG that remembers its seed (for replay messages); see the `chaos_rng`
+    fixture in conftest.py."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.seed_value = seed
+
+    def __repr__(self) -> str:
+        return f"ChaosRandom(seed={self.seed_value}; replay with {SEED_ENV}={self.seed_value})"
 
 
 def free_port() -> int:

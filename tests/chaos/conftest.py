@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from chaos_support import SEED_ENV, ChaosRandom
 
 from kftenancy.kube import Kube
 from kftenancy.lab.cluster import LocalCluster
 from kftenancy.lab.crds import bundled_crds
 from kftenancy.lab.errors import ControlPlaneError
 
-SEED_ENV = "KFTENANCY_CHAOS_SEED"
 _SEEDS = pytest.StashKey[dict[str, int]]()
 _LABS = pytest.StashKey[list[LocalCluster]]()
 
@@ -51,17 +51,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for lab in config.stash.get(_LABS, []):
             terminalreporter.section("chaos lab logs")
             terminalreporter.write_line(lab.log_report())
-
-
-class ChaosRandom(random.Random):
-    """A seeded RNG that remembers its seed (for replay messages)."""
-
-    def __init__(self, seed: int) -> None:
-        super().__init__(seed)
-        self.seed_value = seed
-
-    def __repr__(self) -> str:
-        return f"ChaosRandom(seed={self.seed_value}; replay with {SEED_ENV}={self.seed_value})"
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from chaos_support import (
+    ChaosRandom,
     ControllerProcess,
     bystanders,
     install_policy,
@@ -27,7 +28,6 @@ from chaos_support import (
     wait_all_ready,
     wait_writes,
 )
-from conftest import ChaosRandom
 
 from kftenancy.kube import Kube
 from kftenancy.lab.cluster import LocalCluster

@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 
 from chaos_support import (
+    ChaosRandom,
     ControllerProcess,
     bystanders,
     install_policy,
@@ -21,7 +22,6 @@ from chaos_support import (
     wait_all_ready,
     wait_writes,
 )
-from conftest import ChaosRandom
 
 from kftenancy.kube import Kube
 from kftenancy.lab.cluster import LocalCluster

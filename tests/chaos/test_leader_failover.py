@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from chaos_support import (
+    ChaosRandom,
     ControllerProcess,
     eventually,
     install_policy,
@@ -26,7 +27,6 @@ from chaos_support import (
     wait_all_ready,
     wait_writes,
 )
-from conftest import ChaosRandom
 
 from kftenancy.controllers.writelog import read_write_log
 from kftenancy.kube import Kube
