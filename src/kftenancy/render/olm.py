@@ -45,8 +45,11 @@ _CONTAINER_SECURITY = {
 }
 
 
-def _env(pairs: dict[str, str]) -> list[dict[str, str]]:
-    return [{"name": k, "value": v} for k, v in pairs.items()]
+def _env(pairs: dict[str, str]) -> list[dict[str, Any]]:
+    """POD_NAMESPACE (the install namespace, from the downward API) first, so that values
+    can refer to it as $(POD_NAMESPACE)."""
+    own = {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+    return [own, *({"name": k, "value": v} for k, v in pairs.items())]
 
 
 def _probe(port: str, path: str, period: int) -> dict[str, Any]:
@@ -124,6 +127,8 @@ def deployments(policy: TenancyPolicySpec, image: str) -> list[dict[str, Any]]:
                 "KFTENANCY_METRICS_HOST": "0.0.0.0",
                 "KFTENANCY_METRICS_PORT": "8080",
                 "KFTENANCY_LEADER_ELECTION": "true",
+                "KFTENANCY_LEASE_NAMESPACE": "$(POD_NAMESPACE)",
+                "KFTENANCY_EVENT_NAMESPACE": "$(POD_NAMESPACE)",
                 "KFTENANCY_APPLY_PLATFORM": "false",
             },
             ("metrics", 8080),
@@ -138,6 +143,10 @@ def deployments(policy: TenancyPolicySpec, image: str) -> list[dict[str, Any]]:
                 "KFTENANCY_WEBHOOK_TLS_CERT_FILE": f"{OLM_CERT_DIR}/tls.crt",
                 "KFTENANCY_WEBHOOK_TLS_KEY_FILE": f"{OLM_CERT_DIR}/tls.key",
                 "KFTENANCY_WEBHOOK_PORT": "8443",
+                # the controller's identity in the namespace OLM installed it into
+                "KFTENANCY_CONTROLLER_USERS": (
+                    f"system:serviceaccount:$(POD_NAMESPACE):{c.COMPONENT_CONTROLLER}"
+                ),
                 "KFTENANCY_POLICY_NAME": c.DEFAULT_POLICY_NAME,
             },
             ("https", 8443),
