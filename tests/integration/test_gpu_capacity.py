@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
@@ -22,6 +23,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.types import CascadeType
 
 from kftenancy import constants as c
+from kftenancy.cli.controller import tenant_rows
 from kftenancy.controllers.operator import Controller, ControllerSettings
 from kftenancy.controllers.tenant import PROFILE_API_VERSION
 from kftenancy.kube import Kube
@@ -279,6 +281,12 @@ async def test_guarantees_queue_borrow_and_reclaim(controller: Controller, kube:
         what="tc's GPU status ConfigMap shows the pending job",
     )
     assert '"position": 1' in view["queue"]
+    # `kftenancy status` shows the same per tenant.
+    rows = {r["name"]: r["gpu"] for r in await tenant_rows(kube, datetime.now(UTC))}
+    assert rows["tc"]["pending"] == 1 and rows["tc"]["guarantee"] == 0
+    assert rows["ta"] == {
+        "guarantee": 2, "in_use": 2, "borrowed": 0, "pending": 0, "pending_workloads": []
+    }  # fmt: skip
 
     # ta goes idle: tc borrows ta's unused guarantee.
     await delete_job(kube, "a1", "ta")

@@ -116,3 +116,53 @@ def test_placeholder_deployment_requests_one_gpu_each_at_the_placeholder_priorit
     ]
     off = load_policy({"gpu": {"enabled": False, "pools": [{"name": "t4"}]}})
     assert placeholder_deployments(off, {"t4": 3})[0]["spec"]["replicas"] == 0
+
+
+def test_tenant_gpu_view_from_its_cluster_queue_and_workloads() -> None:
+    from kftenancy.capacity.status import status_configmap, tenant_gpu
+
+    cq = {
+        "spec": {
+            "resourceGroups": [
+                {"coveredResources": ["cpu", "memory"], "flavors": []},
+                {
+                    "coveredResources": ["nvidia.com/gpu"],
+                    "flavors": [
+                        {
+                            "name": "t4",
+                            "resources": [{"name": "nvidia.com/gpu", "nominalQuota": "2"}],
+                        }
+                    ],
+                },
+            ]
+        },
+        "status": {
+            "flavorsReservation": [
+                {
+                    "name": "t4",
+                    "resources": [{"name": "nvidia.com/gpu", "total": "3", "borrowed": "1"}],
+                }
+            ]
+        },
+    }
+
+    def workload(name: str, gpus: int, admitted: bool, created: str) -> dict[str, Any]:
+        pod = {"spec": {"containers": [{"resources": {"requests": {"nvidia.com/gpu": str(gpus)}}}]}}
+        conds = [{"type": "QuotaReserved", "status": "True" if admitted else "False"}]
+        return {
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"podSets": [{"count": 1, "template": pod}]},
+            "status": {"conditions": conds},
+        }
+
+    wls = [
+        workload("late", 1, False, "2026-01-01T00:02:00Z"),
+        workload("running", 3, True, "2026-01-01T00:00:00Z"),
+        workload("early", 2, False, "2026-01-01T00:01:00Z"),
+    ]
+    view = tenant_gpu("alice", cq, wls)
+    assert (view.guarantee, view.in_use, view.borrowed, view.pending) == (2, 3, 1, 3)
+    assert view.pending_workloads == ["early", "late"]
+    cm = status_configmap(load_policy({}), view)
+    assert cm["metadata"]["namespace"] == "alice"
+    assert cm["data"]["inUse"] == "3" and cm["data"]["borrowed"] == "1"

@@ -13,11 +13,8 @@ from typing import Any
 from kftenancy import constants as c
 from kftenancy.capacity.demand import pod_gpus
 from kftenancy.policy import TenancyPolicySpec
-from kftenancy.profile import Profile
 from kftenancy.reconcile import quantity_value
 from kftenancy.render.meta import metadata, tenant_labels
-from kftenancy.render.queues import gpu_quotas
-from kftenancy.render.tenant import quota_hard
 
 
 @dataclass(frozen=True)
@@ -54,15 +51,29 @@ def workload_gpus(workload: Mapping[str, Any], resource: str) -> int:
     return total
 
 
+def gpu_resource(cluster_queue: Mapping[str, Any]) -> str | None:
+    """The accelerator resource a kftenancy ClusterQueue covers (not cpu/memory)."""
+    for group in (cluster_queue.get("spec") or {}).get("resourceGroups") or []:
+        for name in group.get("coveredResources") or []:
+            if name not in ("cpu", "memory"):
+                return str(name)
+    return None
+
+
 def tenant_gpu(
-    policy: TenancyPolicySpec,
-    profile: Profile,
-    cluster_queue: Mapping[str, Any] | None,
-    workloads: Iterable[Mapping[str, Any]],
+    tenant: str, cluster_queue: Mapping[str, Any], workloads: Iterable[Mapping[str, Any]]
 ) -> TenantGPU:
-    resource = policy.gpu.resource_name
-    guarantee = sum(n for _, n, _ in gpu_quotas(policy, profile.name, quota_hard(policy, profile)))
-    in_use, borrowed = _gpu_usage(cluster_queue or {}, resource, "flavorsReservation")
+    """The tenant's GPU view from its ClusterQueue (guarantee = nominal quota, what Kueue
+    enforces; in use and borrowed from its reservations) and its namespace's Workloads
+    (pending ones in queue order: priority, then age)."""
+    resource = gpu_resource(cluster_queue) or "nvidia.com/gpu"
+    guarantee = 0
+    for group in (cluster_queue.get("spec") or {}).get("resourceGroups") or []:
+        for flavor in group.get("flavors") or []:
+            for res in flavor.get("resources") or []:
+                if res.get("name") == resource:
+                    guarantee += int(quantity_value(str(res.get("nominalQuota", "0"))) or 0)
+    in_use, borrowed = _gpu_usage(cluster_queue, resource, "flavorsReservation")
     waiting = sorted(
         (
             w
@@ -75,7 +86,7 @@ def tenant_gpu(
         ),
     )
     return TenantGPU(
-        tenant=profile.name,
+        tenant=tenant,
         guarantee=guarantee,
         in_use=in_use,
         borrowed=borrowed,

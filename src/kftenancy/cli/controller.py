@@ -161,6 +161,7 @@ async def tenant_rows(kube: Kube, now: datetime) -> list[dict[str, Any]]:
         for q in await kube.list("v1", "ResourceQuota", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
         if q["metadata"]["name"] == "kf-resource-quota"
     }
+    gpu = await _gpu_views(kube)
     rows = []
     from kftenancy.onboarding import owner_of
 
@@ -182,9 +183,31 @@ async def tenant_rows(kube: Kube, now: datetime) -> list[dict[str, Any]]:
                 "age": _age(meta.get("creationTimestamp"), now),
                 "terminating": bool(meta.get("deletionTimestamp")),
                 "quota": _quota_use(quotas.get(meta["name"])),
+                "gpu": gpu.get(meta["name"]),
             }
         )
     return rows
+
+
+async def _gpu_views(kube: Kube) -> dict[str, dict[str, Any]]:
+    """Per tenant with a Kueue ClusterQueue of ours: GPU guarantee/in use/borrowed/pending."""
+    from dataclasses import asdict
+
+    from kftenancy.capacity.status import tenant_gpu
+
+    queues = await kube.list(c.KUEUE_API, "ClusterQueue", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY})
+    if not queues:
+        return {}
+    workloads: dict[str, list[dict[str, Any]]] = {}
+    for w in await kube.list(c.KUEUE_API, "Workload"):
+        workloads.setdefault(str(w["metadata"].get("namespace")), []).append(w)
+    out = {}
+    for q in queues:
+        name = str(q["metadata"]["name"])
+        view = asdict(tenant_gpu(name, q, workloads.get(name, [])))
+        view.pop("tenant")
+        out[name] = view
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -346,7 +369,8 @@ def register(app: typer.Typer) -> None:
         kubeconfig: Kubeconfig = None,
         output: Annotated[Output, typer.Option("--output", "-o")] = Output.TABLE,
     ) -> None:
-        """Tenants: owner, namespace, Ready, reason, age, quota use (incl. GPUs)."""
+        """Tenants: owner, namespace, Ready, reason, age, quota use (incl. GPUs); with
+        Kueue queues, GPU guarantee, in use, borrowed and pending per tenant."""
         rows = _run(lambda kube: tenant_rows(kube, datetime.now(UTC)), kubeconfig)
         if output == Output.JSON:
             typer.echo(json.dumps(rows, indent=2))
@@ -488,15 +512,20 @@ def register_demo(app: typer.Typer) -> None:
 
 def _print_status(rows: list[dict[str, Any]]) -> None:
     table = Table(title=f"kftenancy tenants ({len(rows)})")
-    for col in ("Tenant", "Owner", "Ready", "Reason", "Age", "CPU", "Memory", "GPU"):
+    queues = any(r.get("gpu") for r in rows)
+    gpu_cols = ("GPU guar.", "in use", "borrowed", "pending") if queues else ()
+    for col in ("Tenant", "Owner", "Ready", "Reason", "Age", "CPU", "Memory", "GPU", *gpu_cols):
         table.add_column(col)
     for r in rows:
         q = r["quota"]
         ready = "[yellow]Terminating[/]" if r["terminating"] else (
             "[green]True[/]" if r["ready"] == "True" else f"[red]{r['ready']}[/]"
         )
+        g = r.get("gpu") or {}
+        gpu = [str(g.get(k, "-")) for k in ("guarantee", "in_use", "borrowed", "pending")]
         table.add_row(
             r["name"], str(r["owner"]), ready, r["reason"], r["age"],
             q.get("cpu", "-"), q.get("memory", "-"), q.get("gpu", "-"),
+            *(gpu if queues else []),
         )  # fmt: skip
     Console().print(table)

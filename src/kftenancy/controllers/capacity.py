@@ -23,7 +23,6 @@ from kftenancy.capacity import observe_demand, placeholder_deployments, placehol
 from kftenancy.capacity.status import status_configmap, tenant_gpu
 from kftenancy.kube import ApiError, Kube
 from kftenancy.policy import TenancyPolicySpec
-from kftenancy.profile import ProfileError, parse_profile
 from kftenancy.reconcile import Obj, plan
 from kftenancy.render.queues import enabled as queues_enabled
 
@@ -113,11 +112,7 @@ class CapacityLoop:
             name = obj["metadata"]["name"]
             if name not in queues or obj["metadata"].get("deletionTimestamp"):
                 continue
-            try:
-                profile = parse_profile(obj)
-            except ProfileError:
-                continue
-            view = tenant_gpu(policy, profile, queues.get(name), workloads.get(name, []))
+            view = tenant_gpu(name, queues[name], workloads.get(name, []))
             desired.append(status_configmap(policy, view))
         await self._apply_changed(desired)
 
