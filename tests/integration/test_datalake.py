@@ -798,6 +798,11 @@ def test_lab_seaweedfs_up_env_reload_down(tmp_path: Path) -> None:
         stopped = cli("lab", "down", "--state-dir", str(state_dir))
     assert stopped.returncode == 0 and "seaweedfs stopped" in stopped.stdout, stopped
     assert not pid_runs(again.pid, again.executable)
+    # SIGKILL leaves weed's Unix sockets behind: they are removed.
+    left = [
+        p for port in again.ports.values() for p in Path("/tmp").glob(f"seaweedfs-*-{port}.sock")
+    ]
+    assert left == []
 
 
 def lightkube_client(kubeconfig: str) -> Any:

