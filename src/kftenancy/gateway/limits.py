@@ -172,7 +172,7 @@ class FloodLimits:
     """
 
     token_review_per_client: Rate = Rate(2, 20)
-    token_review_global: Rate = Rate(50, 100)
+    token_review_global: Rate = Rate(20, 40)
     token_review_inflight: int = 16
     onboarding_global: Rate = Rate(20, 200)
     max_clients: int = 10_000
