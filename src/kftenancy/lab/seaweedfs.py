@@ -71,22 +71,40 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def stable_port(used: set[int]) -> int:
-    """A free loopback port below the kernel's ephemeral range. SeaweedFS is restarted on
-    the same ports; a port of the ephemeral range could meanwhile become the source port
-    of any outgoing connection on the machine, and the restart would fail."""
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def stable_port(used: set[int], offset: int = 0) -> int:
+    """A free loopback port below the kernel's ephemeral range (and, with `offset`, one
+    whose port + offset is free too). SeaweedFS is restarted on the same ports; a port of
+    the ephemeral range could meanwhile become the source port of any outgoing connection
+    on the machine, and the restart would fail."""
     low, _ = _ephemeral_range()
     for _ in range(1000):
-        port = secrets.choice(range(20000, max(20001, low - 1)))
-        if port in used:
+        port = secrets.choice(range(20000, max(20001, low - 1 - offset)))
+        wanted = {port, port + offset}
+        if wanted & used or not all(_is_free(p) for p in wanted):
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
         return port
     return free_port()
+
+
+def choose_ports() -> dict[str, int]:
+    """Every port of `weed mini`. Its admin's worker dials the admin's port + 10000 (not
+    the configured gRPC port), so that one is chosen to match."""
+    ports: dict[str, int] = {}
+    ports["admin"] = stable_port(set(), offset=10000)
+    ports["admin.grpc"] = ports["admin"] + 10000
+    for name in PORT_NAMES:
+        if name not in ports:
+            ports[name] = stable_port(set(ports.values()))
+    return ports
 
 
 def remove_sockets(ports: dict[str, int]) -> None:
@@ -160,11 +178,7 @@ class SeaweedFS:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kftenancy-seaweedfs-"))
         self.die_with_parent = die_with_parent
         self.start_timeout = start_timeout
-        if ports is None:
-            ports = {}
-            for name in PORT_NAMES:
-                ports[name] = stable_port(set(ports.values()))
-        self.ports = ports
+        self.ports = ports or choose_ports()
         self.admin = admin or AdminCredentials(
             access_key="kftenancy-lab-admin", secret_key=secrets.token_urlsafe(24)
         )
@@ -244,14 +258,13 @@ class SeaweedFS:
             code = self.process.exit_code()
             if code is not None:
                 raise ControlPlaneError(
-                    f"SeaweedFS exited with status {code} while starting; end of "
-                    f"{self.log_file}:\n{log_tail(self.log_file)}"
+                    f"SeaweedFS exited with status {code} while starting; {self._log_excerpt()}"
                 )
             if time.monotonic() > deadline:
                 self.kill()
                 raise ControlPlaneError(
                     f"SeaweedFS did not answer on {self.endpoint} within "
-                    f"{self.start_timeout:.0f}s; end of {self.log_file}:\n{log_tail(self.log_file)}"
+                    f"{self.start_timeout:.0f}s; {self._log_excerpt()}"
                 )
             time.sleep(0.1)
         # S3 answers a moment before the pre-created buckets exist (directories of the
@@ -270,6 +283,19 @@ class SeaweedFS:
                 return bool(resp.status == 200)
         except OSError:
             return False
+
+    def _log_excerpt(self) -> str:
+        """Its errors (glog E/F lines, which retry warnings can push out of the tail) and
+        the end of its log."""
+        try:
+            lines = self.log_file.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        errors = [x for x in lines if x[:1] in ("E", "F") and x[1:5].isdigit()][-10:]
+        return (
+            f"errors in {self.log_file}:\n" + "\n".join(errors or ["(none)"])
+            + f"\nend of it:\n{log_tail(self.log_file, 20)}"
+        )  # fmt: skip
 
     def kill(self) -> None:
         """SIGKILL (it ignores SIGTERM) and wait for it to exit."""
