@@ -208,6 +208,7 @@ async def test_healthy_cluster_passes_every_check(healthy: Healthy) -> None:
         "mesh",
         "pod-toleration-restriction",
         "gpu-nodes",
+        "gpu-capacity",
         "issuer-discovery",
         "tenants",
     }
@@ -303,6 +304,40 @@ async def test_mesh_without_our_authorization_provider(healthy: Healthy) -> None
     finally:
         for obj in gateway_objects(healthy.policy):
             await healthy.kube.apply(obj)
+
+
+async def test_placeholder_priority_below_the_autoscaler_cutoff(healthy: Healthy) -> None:
+    # A cluster autoscaler with a stricter cutoff than the placeholder class (-1).
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "cluster-autoscaler", "namespace": "kube-system"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "cluster-autoscaler"}},
+            "template": {
+                "metadata": {"labels": {"app": "cluster-autoscaler"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "cluster-autoscaler",
+                            "image": "registry.k8s.io/autoscaling/cluster-autoscaler:v1.34.0",
+                            "args": ["--expendable-pods-priority-cutoff=0"],
+                        }
+                    ]
+                },
+            },
+        },
+    }
+    await healthy.kube.apply(deployment)
+    try:
+        code, report = await doctor(healthy.lab)
+        assert code == 1
+        [found] = errors(report, "gpu-capacity")
+        assert "below the autoscaler's expendable-pods cutoff 0" in found["message"]
+        assert "--expendable-pods-priority-cutoff" in found["fix"]
+    finally:
+        await healthy.kube.delete("apps/v1", "Deployment", "cluster-autoscaler", "kube-system")
 
 
 async def test_gpu_node_without_the_taint_or_pool_labels(healthy: Healthy) -> None:

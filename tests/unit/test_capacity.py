@@ -166,3 +166,32 @@ def test_tenant_gpu_view_from_its_cluster_queue_and_workloads() -> None:
     cm = status_configmap(load_policy({}), view)
     assert cm["metadata"]["namespace"] == "alice"
     assert cm["data"]["inUse"] == "3" and cm["data"]["borrowed"] == "1"
+
+
+def test_gpu_capacity_findings_name_the_problem_and_the_fix() -> None:
+    from kftenancy.capacity.doctor import GPUCluster, gpu_capacity_findings
+    from kftenancy.doctor import Severity
+
+    policy = load_policy({"gpu": {"pools": [{"name": "t4"}], "queues": {"enabled": True}}})
+    pc = {"metadata": {"name": c.PRIORITY_CLASS_PLACEHOLDER}, "value": -1}
+    openshift = {
+        "metadata": {"name": "default"},
+        "spec": {
+            "podPriorityThreshold": -10,
+            "resourceLimits": {"gpus": [{"type": "nvidia-a100"}]},
+        },
+    }
+    found = gpu_capacity_findings(
+        policy, GPUCluster(priority_classes=[pc], cluster_autoscalers=[openshift])
+    )
+    errors = [f for f in found if f.severity == Severity.ERROR]
+    assert len(errors) == 2
+    assert "no type 'nvidia-t4'" in errors[0].message and errors[0].fix
+    assert "kueue.x-k8s.io/v1beta2" in errors[1].message
+    # The old value -10 is below a cutoff of -5: placeholders would keep no warm node.
+    old = {**pc, "value": -10}
+    strict = GPUCluster(
+        priority_classes=[old], autoscaler_args=["--expendable-pods-priority-cutoff=-5"]
+    )
+    [priority] = [f for f in gpu_capacity_findings(policy, strict) if f.object]
+    assert priority.severity == Severity.ERROR and "cutoff -5" in priority.message

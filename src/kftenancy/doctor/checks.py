@@ -688,6 +688,41 @@ def check_tenants(snap: Snapshot) -> list[Finding]:
     return out
 
 
+PRIORITY_CLASS = Read("scheduling.k8s.io/v1", "PriorityClass")
+AUTOSCALER_DEPLOYMENT = Read("apps/v1", "Deployment", "kube-system")
+CLUSTER_AUTOSCALER = Read("autoscaling.openshift.io/v1", "ClusterAutoscaler")
+KUEUE_KINDS = tuple(Read(c.KUEUE_API, k) for k in ("ClusterQueue", "LocalQueue", "ResourceFlavor"))
+
+
+def check_gpu_capacity(snap: Snapshot) -> list[Finding]:
+    """Placeholder priority vs the autoscaler cutoff, the autoscaler's GPU limits, Kueue."""
+    from kftenancy.capacity.doctor import GPUCluster, gpu_capacity_findings
+
+    args: list[str] | None = None
+    for dep in snap.of(*_av(AUTOSCALER_DEPLOYMENT)):
+        for container in ((dep.get("spec") or {}).get("template") or {}).get("spec", {}).get(
+            "containers"
+        ) or []:
+            if "cluster-autoscaler" in str(container.get("image", "")) + str(container.get("name")):
+                args = [*(args or []), *(container.get("command") or []), *(container.get("args") or [])]
+    cluster = GPUCluster(
+        priority_classes=snap.of(*_av(PRIORITY_CLASS)),
+        autoscaler_args=args,
+        cluster_autoscalers=snap.of(*_av(CLUSTER_AUTOSCALER)),
+        served_kinds=frozenset(
+            (r.api_version, r.kind) for r in KUEUE_KINDS if snap.served(r.api_version, r.kind)
+        ),
+    )
+    return gpu_capacity_findings(_policy(snap), cluster)
+
+
+def _capacity_reads(policy: TenancyPolicySpec | None) -> tuple[Read, ...]:
+    if policy is None or not (policy.gpu.enabled and policy.gpu.pools):
+        return ()
+    reads = [PRIORITY_CLASS, AUTOSCALER_DEPLOYMENT, CLUSTER_AUTOSCALER]
+    return (*reads, *KUEUE_KINDS) if policy.gpu.queues.enabled else tuple(reads)
+
+
 def _mesh_reads(policy: TenancyPolicySpec | None) -> tuple[Read, ...]:
     """The mesh objects, listed only where the policy says they are (not every ConfigMap)."""
     if policy is None:
@@ -716,6 +751,12 @@ CHECKS: tuple[Check, ...] = (
         "pod-toleration-restriction", "PodTolerationRestriction", (), check_toleration_restriction
     ),
     Check("gpu-nodes", "GPU nodes' taints and labels", (NODE,), check_gpu_nodes),
+    Check(
+        "gpu-capacity",
+        "warm headroom priority, autoscaler GPU limits, Kueue",
+        _capacity_reads,
+        check_gpu_capacity,
+    ),
     Check(
         "issuer-discovery",
         "service-account issuer discovery (STS)",
