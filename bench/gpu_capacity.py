@@ -121,8 +121,10 @@ class Bench:
         self.client = lab.client()
         self.scale = scale
         self.current: SimulatedAutoscaler | None = None
+        self.sims = 0
 
     def sim(self, label: bool = True) -> SimulatedAutoscaler:
+        self.sims += 1  # fresh node names: a pod bound to an old node must not come back
         self.current = SimulatedAutoscaler(
             self.client,
             [template()],
@@ -130,6 +132,7 @@ class Bench:
             provision_seconds=SEED_PROVISION_SECONDS / self.scale,
             driver_seconds=SEED_DRIVER_SECONDS / self.scale,
             accelerator_label=label,
+            prefix=f"sim{self.sims}",
         ).start()
         return self.current
 
@@ -144,11 +147,18 @@ class Bench:
         }
         return all((pods.get(n, {}).get("status") or {}).get("phase") == "Running" for n in names)
 
-    async def placeholders_running(self) -> int:
-        pods = await self.kube.list(
+    async def placeholder_pods(self) -> list[dict[str, Any]]:
+        return await self.kube.list(
             "v1", "Pod", namespace="kftenancy", labels={c.LABEL_GPU_POOL: "t4"}
         )
-        return sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Running")
+
+    async def placeholders_running(self) -> int:
+        return sum(
+            1
+            for p in await self.placeholder_pods()
+            if (p.get("status") or {}).get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
+        )
 
     async def wait(self, check: Any) -> None:
         async def checked() -> Any:
@@ -159,15 +169,22 @@ class Bench:
         await until(checked)
 
     async def cleanup(self, sim: SimulatedAutoscaler) -> None:
+        """Pods gone (placeholders too) while their nodes still exist, then the nodes."""
         sim.stop()
         if sim.errors:
             raise SystemExit(f"simulated autoscaler errors: {sim.errors[:3]}")
+        await self.set_headroom(0)
         for p in self.client.list(Pod, namespace=TENANT):
             self.client.delete(Pod, p.metadata.name, namespace=TENANT, grace_period=0)
-        for n in self.client.list(Node):
-            if n.metadata.name.startswith("sim-"):
-                self.client.delete(Node, n.metadata.name)
         await until(lambda: _is(not list(self.client.list(Pod, namespace=TENANT))))
+
+        async def no_placeholders() -> bool:
+            return not await self.placeholder_pods()
+
+        await until(no_placeholders)
+        for n in self.client.list(Node):
+            if n.metadata.name.startswith(sim.prefix + "-"):
+                self.client.delete(Node, n.metadata.name)
 
     async def time_to_gpu(self, headroom: int, run: int) -> float:
         await self.set_headroom(headroom)
@@ -181,7 +198,6 @@ class Bench:
             await self.wait(lambda: self.running([name]))
             return time.monotonic() - began
         finally:
-            await self.set_headroom(0)
             await self.cleanup(sim)
 
     async def _at_least(self, n: int) -> bool:
