@@ -195,3 +195,27 @@ def test_gpu_capacity_findings_name_the_problem_and_the_fix() -> None:
     )
     [priority] = [f for f in gpu_capacity_findings(policy, strict) if f.object]
     assert priority.severity == Severity.ERROR and "cutoff -5" in priority.message
+
+
+def test_autoscaler_templates_carry_the_accelerator_label_the_taint_and_gpu_limits() -> None:
+    from kftenancy.capacity.autoscaler import autoscaler_flags, autoscaler_manifests
+
+    pools = [{"name": "t4", "maxNodes": 3, "node": {"gpus": 2}}]
+    openshift = autoscaler_manifests(load_policy({"gpu": {"pools": pools}}))
+    ca, ma, ms = openshift
+    assert ca["spec"]["resourceLimits"]["gpus"] == [{"type": "nvidia-t4", "min": 0, "max": 6}]
+    assert ca["spec"]["podPriorityThreshold"] == -10
+    assert ma["spec"]["maxReplicas"] == 3
+    template = ms["spec"]["template"]["spec"]
+    assert template["metadata"]["labels"][c.LABEL_ACCELERATOR] == "nvidia-t4"
+    assert template["taints"] == [{"key": "workload", "value": "ai-ml", "effect": "NoSchedule"}]
+    capi = autoscaler_manifests(
+        load_policy({"platform": {"flavor": "kubernetes"}, "gpu": {"pools": pools}})
+    )
+    annotations = capi[0]["metadata"]["annotations"]
+    assert annotations["capacity.cluster-autoscaler.kubernetes.io/gpu-count"] == "2"
+    assert (
+        "cluster-api/accelerator=nvidia-t4"
+        in annotations["capacity.cluster-autoscaler.kubernetes.io/labels"]
+    )
+    assert "--gpu-total=nvidia-t4:0:6" in autoscaler_flags(load_policy({"gpu": {"pools": pools}}))

@@ -18,7 +18,7 @@ from kftenancy.policy import TenancyPolicySpec
 
 CHECK = "gpu-capacity"
 _CUTOFF_FLAG = re.compile(r"^--expendable-pods-priority-cutoff=(-?\d+)$")
-FIX_RENDER = "`kftenancy render --platform` renders the class; `kftenancy.capacity.autoscaler` the autoscaler settings"
+FIX_RENDER = "`kftenancy render --platform` renders the class; `kftenancy autoscaler` the autoscaler settings"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from kftenancy.cli import capacity as _capacity
 from kftenancy.cli import controller as _controller
 from kftenancy.cli import datalake as _datalake
 from kftenancy.cli import doctor as _doctor
@@ -32,6 +33,7 @@ _gateway.register(_run.run_app)
 _gateway.register_demo(app)
 _lab.register(app)
 _controller.register(app)
+_capacity.register(app)
 _datalake.register(app)
 _doctor.register(app)
 _install.register(app)
