@@ -260,6 +260,11 @@ class Bench:
             await asyncio.sleep(0.05)
         for n in names:
             self.client.delete(Job, n, namespace=TENANT, cascade=CascadeType.BACKGROUND)
+
+        async def drained() -> bool:  # the next run starts from an empty queue
+            return not await self.kube.list(c.KUEUE_API, "Workload", namespace=TENANT)
+
+        await until(drained)
         return sorted(admitted[n] - created[n] for n in names)
 
 
@@ -318,10 +323,49 @@ def load() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
+async def report_time_to_gpu(b: Bench, runs: int) -> None:
+    cold = [await b.time_to_gpu(0, r) for r in range(runs)]
+    warm = [await b.time_to_gpu(1, r) for r in range(runs)]
+    c_med, w_med = statistics.median(cold), statistics.median(warm)
+    print(
+        f"time to GPU, no headroom:   median {c_med:.2f} s  {[round(x, 2) for x in cold]}  ({load()})"
+    )
+    print(
+        f"time to GPU, warm headroom: median {w_med:.2f} s  {[round(x, 2) for x in warm]}  ({load()})"
+    )
+    print(f"ratio no-headroom / headroom: {c_med / w_med:.1f}x")
+
+
+async def report_burst(b: Bench, runs: int) -> None:
+    for label in (True, False):
+        results = [await b.burst(label, r) for r in range(runs)]
+        added = statistics.median(n for n, _ in results)
+        took = statistics.median(t for _, t in results)
+        print(
+            f"burst of 10 GPU pods, accelerator label {'on ' if label else 'off'}: "
+            f"nodes added median {added:g} {[n for n, _ in results]}, all Running after "
+            f"{took:.1f} s ({load()})"
+        )
+
+
+async def report_admission(b: Bench, runs: int) -> None:
+    lat = [await b.admission(r) for r in range(runs)]
+    p50 = statistics.median(statistics.median(x) for x in lat)
+    p99 = statistics.median(x[98] for x in lat)
+    last = statistics.median(x[-1] for x in lat)
+    print(
+        f"Kueue admission, 100 queued jobs: p50 {p50:.2f} s, p99 {p99:.2f} s, last {last:.2f} s "
+        f"(medians of {runs} runs, lasts {[round(x[-1], 1) for x in lat]}; {load()})"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scale", type=float, default=30.0, help="divide the seed's delays")
+    parser.add_argument(
+        "--only", choices=["time-to-gpu", "burst", "admission"], help="run one part only"
+    )
     args = parser.parse_args()
     lab = LocalCluster(controller_manager=True, scheduler=True, kwok=True, kueue=True)
     lab.start()
@@ -336,33 +380,12 @@ async def main() -> None:
                 f"{SEED_DRIVER_SECONDS / args.scale:.1f} s, scan {10 / args.scale:.2f} s "
                 f"(seed figures / {args.scale:g})"
             )
-            cold = [await b.time_to_gpu(0, r) for r in range(args.runs)]
-            warm = [await b.time_to_gpu(1, r) for r in range(args.runs)]
-            c_med, w_med = statistics.median(cold), statistics.median(warm)
-            print(
-                f"time to GPU, no headroom:   median {c_med:.2f} s  {[round(x, 2) for x in cold]}  ({load()})"
-            )
-            print(
-                f"time to GPU, warm headroom: median {w_med:.2f} s  {[round(x, 2) for x in warm]}  ({load()})"
-            )
-            print(f"ratio no-headroom / headroom: {c_med / w_med:.1f}x")
-            for label in (True, False):
-                results = [await b.burst(label, r) for r in range(args.runs)]
-                added = statistics.median(n for n, _ in results)
-                took = statistics.median(t for _, t in results)
-                print(
-                    f"burst of 10 GPU pods, accelerator label {'on ' if label else 'off'}: "
-                    f"nodes added median {added:g} {[n for n, _ in results]}, all Running after "
-                    f"{took:.1f} s ({load()})"
-                )
-            lat = [await b.admission(r) for r in range(args.runs)]
-            p50 = statistics.median(statistics.median(x) for x in lat)
-            p99 = statistics.median(x[98] for x in lat)
-            last = statistics.median(x[-1] for x in lat)
-            print(
-                f"Kueue admission, 100 queued jobs: p50 {p50:.2f} s, p99 {p99:.2f} s, "
-                f"last {last:.2f} s (medians of {args.runs} runs; {load()})"
-            )
+            if args.only in (None, "time-to-gpu"):
+                await report_time_to_gpu(b, args.runs)
+            if args.only in (None, "burst"):
+                await report_burst(b, args.runs)
+            if args.only in (None, "admission"):
+                await report_admission(b, args.runs)
         await kube.close()
     finally:
         lab.stop()

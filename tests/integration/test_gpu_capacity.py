@@ -281,9 +281,14 @@ async def test_guarantees_queue_borrow_and_reclaim(controller: Controller, kube:
         what="tc's GPU status ConfigMap shows the pending job",
     )
     assert '"position": 1' in view["queue"]
-    # `kftenancy status` shows the same per tenant.
-    rows = {r["name"]: r["gpu"] for r in await tenant_rows(kube, datetime.now(UTC))}
-    assert rows["tc"]["pending"] == 1 and rows["tc"]["guarantee"] == 0
+    # `kftenancy status` shows the same per tenant (Kueue updates queue status shortly
+    # after admissions).
+    async def status_rows() -> dict[str, Any] | None:
+        rows = {r["name"]: r["gpu"] for r in await tenant_rows(kube, datetime.now(UTC))}
+        return rows if rows["ta"]["in_use"] == 2 and rows["tc"]["pending"] == 1 else None
+
+    rows = await eventually(status_rows, what="kftenancy status GPU columns")
+    assert rows["tc"]["guarantee"] == 0
     assert rows["ta"] == {
         "guarantee": 2, "in_use": 2, "borrowed": 0, "pending": 0, "pending_workloads": []
     }  # fmt: skip
@@ -444,6 +449,16 @@ async def test_bad_capacity_settings_are_refused_naming_the_field(
         events = await kube.list("events.k8s.io/v1", "Event", namespace="default")
         events += await kube.list("v1", "Event", namespace="default")
         assert any(field in str(e.get("note") or e.get("message")) for e in events), field
+
+
+async def test_queue_drift_is_repaired(controller: Controller, kube: Kube) -> None:
+    await kube.patch_merge(c.KUEUE_API, "ClusterQueue", "tb", {"spec": {"cohortName": "rogue"}})
+
+    async def repaired() -> bool:
+        cq = await kube.get(c.KUEUE_API, "ClusterQueue", "tb")
+        return cq is not None and cq["spec"]["cohortName"] == "kftenancy-gpu"
+
+    await eventually(repaired, what="tb's ClusterQueue back in the shared cohort")
 
 
 async def test_offboarding_removes_queues_and_keeps_workloads(

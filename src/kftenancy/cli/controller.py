@@ -224,6 +224,14 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option(envvar="KFTENANCY_RESYNC_SECONDS", min=1.0, help="Full resync period."),
         ] = 300.0,
+        capacity_seconds: Annotated[
+            float,
+            typer.Option(
+                envvar="KFTENANCY_CAPACITY_SECONDS",
+                min=0.0,
+                help="GPU headroom / tenant GPU status loop period; 0 = off.",
+            ),
+        ] = 5.0,
         metrics_host: Annotated[str, typer.Option(envvar="KFTENANCY_METRICS_HOST")] = "127.0.0.1",
         metrics_port: Annotated[
             int,
@@ -295,6 +303,7 @@ def register(app: typer.Typer) -> None:
             policy_name=policy_name,
             workers=workers,
             resync_seconds=resync_seconds,
+            capacity_seconds=capacity_seconds,
             metrics_host=metrics_host,
             metrics_port=metrics_port,
             tls_cert=tls_cert,
