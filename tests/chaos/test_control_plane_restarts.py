@@ -34,7 +34,7 @@ from kftenancy.lab.cluster import LocalCluster
 
 TENANTS = 500
 WRITES_PER_TENANT = 19  # first reconcile (docs/controller.md, bench/controller.py)
-BUDGET_SECONDS = 300.0  # each scenario; ~1-2 minutes on this 2-core machine
+BUDGET_SECONDS = 420.0  # each scenario (a bound); ~1-2.5 minutes on this 2-core machine
 
 
 @pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
@@ -59,7 +59,7 @@ async def test_a_control_plane_restart_mid_burst_is_survived_without_a_controlle
             pid = ctl.pid
             users = [f"{component}-{i}@example.com" for i in range(TENANTS)]
             names = await onboard(kube, policy, users)
-            seen = await wait_writes(ctl, at, within=120)
+            seen = await wait_writes(ctl, at, within=180)
             assert seen >= at, f"the controller wrote only {seen} times"
             away = lab.restart(component, hard=hard, down_seconds=down)
             print(f"{component} back after {away:.1f} s; {seen} controller writes before")

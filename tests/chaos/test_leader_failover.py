@@ -37,7 +37,7 @@ TENANTS = 300
 LEASE_NAMESPACE = "kftenancy-system"
 LEASE_API = "coordination.k8s.io/v1"
 LEASE_NAME = "kftenancy-controller"
-BUDGET_SECONDS = 300.0  # ~1.5 minutes on this 2-core machine (15 s of it the Lease)
+BUDGET_SECONDS = 420.0  # a bound; ~0.5-3 minutes on this 2-core machine (15 s of it the Lease)
 
 
 def work(path: Path) -> list[float]:
@@ -77,7 +77,7 @@ async def test_the_standby_takes_over_within_the_lease_and_never_works_alongside
             assert not await b.ready()
 
             names = await onboard(kube, policy, [f"failover-{i}@example.com" for i in range(TENANTS)])
-            assert await wait_writes(a, kill_after, within=120) >= kill_after
+            assert await wait_writes(a, kill_after, within=180) >= kill_after
             a.kill()
             killed_at = time.time()
             lease = await kube.get(LEASE_API, "Lease", LEASE_NAME, LEASE_NAMESPACE)
@@ -148,7 +148,7 @@ async def test_a_paused_leader_stops_writing_before_the_standby_takes_over(
                 lambda: _true("standing by" in standby.tail()), 60, "replica b standing by"
             )
             names = await onboard(kube, policy, [f"paused-{i}@example.com" for i in range(TENANTS)])
-            assert await wait_writes(a, pause_after, within=120) >= pause_after
+            assert await wait_writes(a, pause_after, within=180) >= pause_after
             assert a.popen is not None
             a.popen.send_signal(signal.SIGSTOP)
             paused_at = time.time()
