@@ -615,6 +615,13 @@ async def test_service_account_token_authenticates_via_token_review(
     assert status == 200, seen
     assert seen["headers"]["kubeflow-userid"] == [sa_user]
     assert "system:serviceaccounts" in seen["headers"]["kubeflow-groups"][0].split(",")
+    # a workload, not a person: no Profile (namespace) is onboarded for it
+    from kftenancy.naming import profile_name
+
+    assert (
+        await Kube(admin).get("kubeflow.org/v1", "Profile", profile_name(front.policy, sa_user))
+        is None
+    )
     # a garbage token is rejected by the API server
     status, _, _ = await front.get(mode, headers={"authorization": "Bearer not-a-real-token"})
     assert status == 401

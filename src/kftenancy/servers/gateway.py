@@ -58,6 +58,7 @@ from kftenancy.gateway.identity import (
     identity_from_claims,
     identity_from_token_review,
     normalize_headers,
+    reserved,
     select_credential,
 )
 from kftenancy.gateway.jwt_verify import JWKSCache, TokenRejected, verify_with_cache
@@ -423,7 +424,9 @@ class Gateway:
         if isinstance(ident, Identity):
             result = await self.authorize(ident, now)
             if result is not None and result.allowed:
-                if self.onboarder is not None:
+                # Service accounts and other `system:` identities (vouched for by
+                # TokenReview) are workloads, not people: they get no Profile.
+                if self.onboarder is not None and not reserved(ident.user):
                     throttled = await self._onboard(ident.user, now)
                 token = self.identity_token(ident, now)
         if throttled is not None and isinstance(ident, Identity):
