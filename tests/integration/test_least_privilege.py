@@ -344,7 +344,14 @@ async def test_gateway_authenticates_authorizes_and_onboards_with_its_service_ac
         decision.headers_to_set[policy.identity.user_header]
         == policy.identity.user_prefix + allowed_user
     )
-    assert await admin.get(PROFILE_API_VERSION, c.PROFILE_KIND, profile_name(policy, allowed_user))
+    # A service account is a workload: let through, never onboarded. A person's first
+    # visit onboards them with the gateway's own credentials (the call `check` makes).
+    assert not await admin.get(
+        PROFILE_API_VERSION, c.PROFILE_KIND, profile_name(policy, allowed_user)
+    )
+    person = "lp.person@example.com"
+    await onboard(person)
+    assert await admin.get(PROFILE_API_VERSION, c.PROFILE_KIND, profile_name(policy, person))
     denied = await gateway.check(request(tokens["stranger"]))
     assert denied.status == 403, denied
     bogus = await gateway.check(request("not-a-token"))
