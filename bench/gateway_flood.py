@@ -13,7 +13,9 @@ Setup (stated with the numbers it prints):
 - each run: a fresh gateway; 5 s quiet (legitimate load only); then a flood of T random
   bearer tokens sent open-loop at R per second from one address; then the same flood from
   T/10 addresses. The legitimate load runs throughout. The flood is sent from a second
-  process pinned, like the legitimate client, to the other CPU;
+  process pinned, like the legitimate client, to the other CPU; etcd and kube-apiserver
+  run there too (the bench pins itself before starting them), so the gateway's CPU runs
+  only the gateway, as in a cluster whose API server runs on other nodes;
 - TokenReviews are counted by the gateway (`kftenancy_gateway_api_calls_total`) and by the
   API server itself (`apiserver_request_total{resource="tokenreviews"}`).
 
@@ -67,9 +69,13 @@ def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+# Read once, before anything is pinned: a process pinned to one CPU (and every child it
+# starts) sees only that CPU in its own affinity, so "the other CPU" must come from here.
+CPUS = sorted(os.sched_getaffinity(0))
+
+
 def pin(cpu: int) -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
+    os.sched_setaffinity(0, {CPUS[cpu % len(CPUS)]})
 
 
 def free_port() -> int:
