@@ -45,6 +45,18 @@ def work(path: Path) -> list[float]:
     return [e["t"] for e in read_write_log(path) if e.get("kind") != "Lease"]
 
 
+def replica(lab: LocalCluster, name: str, tmp_path: Path) -> ControllerProcess:
+    """One controller replica with leader election and its own write log."""
+    return ControllerProcess(
+        lab,
+        "chaos-failover",
+        name,
+        leader_election=True,
+        lease_namespace=LEASE_NAMESPACE,
+        write_log=tmp_path / f"{name}.jsonl",
+    )
+
+
 async def test_the_standby_takes_over_within_the_lease_and_never_works_alongside_the_leader(
     lab: LocalCluster, lab_kube: Kube, chaos_rng: ChaosRandom, tmp_path: Path
 ) -> None:
@@ -55,21 +67,11 @@ async def test_the_standby_takes_over_within_the_lease_and_never_works_alongside
         kill_after = chaos_rng.randint(200, TENANTS * 10)
         print(f"leader killed after {kill_after} of its API writes")
 
-        def replica(name: str) -> ControllerProcess:
-            return ControllerProcess(
-                lab,
-                "chaos-failover",
-                name,
-                leader_election=True,
-                lease_namespace=LEASE_NAMESPACE,
-                write_log=tmp_path / f"{name}.jsonl",
-            )
-
-        a = replica("a").start()
+        a = replica(lab, "a", tmp_path).start()
         b: ControllerProcess | None = None
         try:
             await a.wait_ready()
-            b = replica("b").start()
+            b = replica(lab, "b", tmp_path).start()
             standby = b
             await eventually(
                 lambda: _true("standing by" in standby.tail()), 60, "replica b standing by"
@@ -128,21 +130,11 @@ async def test_a_paused_leader_stops_writing_before_the_standby_takes_over(
         pause_after = chaos_rng.randint(200, TENANTS * 10)
         print(f"leader frozen after {pause_after} of its API writes")
 
-        def replica(name: str) -> ControllerProcess:
-            return ControllerProcess(
-                lab,
-                "chaos-failover",
-                name,
-                leader_election=True,
-                lease_namespace=LEASE_NAMESPACE,
-                write_log=tmp_path / f"{name}.jsonl",
-            )
-
-        a = replica("paused-a").start()
+        a = replica(lab, "paused-a", tmp_path).start()
         b: ControllerProcess | None = None
         try:
             await a.wait_ready()
-            b = replica("paused-b").start()
+            b = replica(lab, "paused-b", tmp_path).start()
             standby = b
             await eventually(
                 lambda: _true("standing by" in standby.tail()), 60, "replica b standing by"
