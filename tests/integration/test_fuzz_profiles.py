@@ -221,6 +221,7 @@ async def gateway(
     gw_client = AsyncClient(
         config=KubeConfig.from_file(cluster.kubeconfig_for(GATEWAY_USER)), trust_env=False
     )
+    reviewer = KubeReviewer(gw_client)
     kube = Kube(gw_client)
 
     async def onboard(user_id: str) -> object:
@@ -229,7 +230,7 @@ async def gateway(
     gw = Gateway(
         POLICY,
         keyring=KeyRing(SigningKey.generate()),
-        reviewer=KubeReviewer(gw_client),
+        reviewer=reviewer,
         onboard=onboard,
         proxy_secret=PROXY_SECRET,
         limits=FloodLimits(onboarding_global=Rate(10_000, 10_000)),
@@ -251,6 +252,7 @@ async def gateway(
         )
     finally:
         await runner.cleanup()
+        await reviewer.close()
         await gw_client.close()
 
 

@@ -375,6 +375,7 @@ async def front(cluster: Any, admin: AsyncClient) -> AsyncIterator[FrontDoor]:
     gw_client = AsyncClient(
         config=KubeConfig.from_file(cluster.kubeconfig_for(GATEWAY_USER)), trust_env=False
     )
+    reviewer = KubeReviewer(gw_client)
     kube = Kube(gw_client)
     session = aiohttp.ClientSession()
     keyring = KeyRing(SigningKey.generate())
@@ -389,7 +390,7 @@ async def front(cluster: Any, admin: AsyncClient) -> AsyncIterator[FrontDoor]:
         gw = Gateway(
             policy,
             keyring=keyring,
-            reviewer=KubeReviewer(gw_client),
+            reviewer=reviewer,
             jwks_fetch=http_jwks_fetcher(lambda: session, cluster.ca_file),
             onboard=onboard,
             proxy_secret=PROXY_SECRET,
@@ -412,6 +413,7 @@ async def front(cluster: Any, admin: AsyncClient) -> AsyncIterator[FrontDoor]:
         for runner in reversed(runners):
             await runner.cleanup()
         await session.close()
+        await reviewer.close()
         await gw_client.close()
 
 

@@ -246,10 +246,11 @@ async def door(
     gw_client = AsyncClient(
         config=KubeConfig.from_file(cluster.kubeconfig_for(GATEWAY_USER)), trust_env=False
     )
+    reviewer = KubeReviewer(gw_client)
     gateway = Gateway(
         policy,
         keyring=KeyRing(SigningKey.generate()),
-        reviewer=KubeReviewer(gw_client),
+        reviewer=reviewer,
         proxy_secret=PROXY_SECRET,
         limits=FloodLimits(token_review_per_client=PER_CLIENT),
     )
@@ -313,6 +314,7 @@ async def door(
         envoy.wait(15)
         for r in reversed(runners):
             await r.cleanup()
+        await reviewer.close()
         await gw_client.close()
 
 

@@ -201,6 +201,7 @@ async def door(cluster: LocalCluster, admin: AsyncClient) -> AsyncIterator[Door]
     gw_client = AsyncClient(
         config=KubeConfig.from_file(cluster.kubeconfig_for(GATEWAY_USER)), trust_env=False
     )
+    reviewer = KubeReviewer(gw_client)
     kube = Kube(gw_client)
 
     async def onboard(user_id: str) -> object:
@@ -209,7 +210,7 @@ async def door(cluster: LocalCluster, admin: AsyncClient) -> AsyncIterator[Door]
     gateway = Gateway(
         policy,
         keyring=KeyRing(SigningKey.generate()),
-        reviewer=KubeReviewer(gw_client),
+        reviewer=reviewer,
         onboard=onboard,
         proxy_secret=PROXY_SECRET,
         limits=LIMITS,
@@ -249,6 +250,7 @@ async def door(cluster: LocalCluster, admin: AsyncClient) -> AsyncIterator[Door]
         await http.close()
         for r in (proxy_runner, authz_runner, up_runner):
             await r.cleanup()
+        await reviewer.close()
         await gw_client.close()
 
 

@@ -327,35 +327,39 @@ async def test_gateway_authenticates_authorizes_and_onboards_with_its_service_ac
     async def onboard(user_id: str) -> object:
         return await ensure_profile(gw_kube, policy, user_id, source="gateway")
 
-    gateway = Gateway(
-        policy,
-        keyring=KeyRing(SigningKey.generate()),
-        reviewer=KubeReviewer(gw_client),
-        onboard=onboard,
-    )
+    reviewer = KubeReviewer(gw_client)
+    try:
+        gateway = Gateway(
+            policy,
+            keyring=KeyRing(SigningKey.generate()),
+            reviewer=reviewer,
+            onboard=onboard,
+        )
 
-    def request(token: str) -> Request:
-        return Request("GET", "/", {"authorization": f"Bearer {token}", "kubeflow-userid": "admin"})
+        def request(token: str) -> Request:
+            return Request("GET", "/", {"authorization": f"Bearer {token}", "kubeflow-userid": "admin"})
 
-    allowed_user = f"system:serviceaccount:{ns}:allowed"
-    decision = await gateway.check(request(tokens["allowed"]))
-    assert decision.status == 200, decision
-    assert (
-        decision.headers_to_set[policy.identity.user_header]
-        == policy.identity.user_prefix + allowed_user
-    )
-    # A service account is a workload: let through, never onboarded. A person's first
-    # visit onboards them with the gateway's own credentials (the call `check` makes).
-    assert not await admin.get(
-        PROFILE_API_VERSION, c.PROFILE_KIND, profile_name(policy, allowed_user)
-    )
-    person = "lp.person@example.com"
-    await onboard(person)
-    assert await admin.get(PROFILE_API_VERSION, c.PROFILE_KIND, profile_name(policy, person))
-    denied = await gateway.check(request(tokens["stranger"]))
-    assert denied.status == 403, denied
-    bogus = await gateway.check(request("not-a-token"))
-    assert bogus.status == 401, bogus
+        allowed_user = f"system:serviceaccount:{ns}:allowed"
+        decision = await gateway.check(request(tokens["allowed"]))
+        assert decision.status == 200, decision
+        assert (
+            decision.headers_to_set[policy.identity.user_header]
+            == policy.identity.user_prefix + allowed_user
+        )
+        # A service account is a workload: let through, never onboarded. A person's first
+        # visit onboards them with the gateway's own credentials (the call `check` makes).
+        assert not await admin.get(
+            PROFILE_API_VERSION, c.PROFILE_KIND, profile_name(policy, allowed_user)
+        )
+        person = "lp.person@example.com"
+        await onboard(person)
+        assert await admin.get(PROFILE_API_VERSION, c.PROFILE_KIND, profile_name(policy, person))
+        denied = await gateway.check(request(tokens["stranger"]))
+        assert denied.status == 403, denied
+        bogus = await gateway.check(request("not-a-token"))
+        assert bogus.status == 401, bogus
+    finally:
+        await reviewer.close()
 
 
 RBAC_API = "/apis/rbac.authorization.k8s.io/v1"

@@ -101,6 +101,7 @@ async def serve(
     client = lightkube.AsyncClient(config=config, field_manager="kftenancy")
     session = aiohttp.ClientSession()
     kube = Kube(client)
+    reviewer = KubeReviewer(client)
 
     async def onboard(user: str) -> object:
         return await ensure_profile(kube, policy, user, source="gateway")
@@ -108,7 +109,7 @@ async def serve(
     gateway = Gateway(
         policy,
         keyring=ring,
-        reviewer=KubeReviewer(client),
+        reviewer=reviewer,
         jwks_fetch=http_jwks_fetcher(lambda: session, oidc_ca),
         onboard=onboard,
         proxy_secret=proxy_secret,
@@ -138,6 +139,7 @@ async def serve(
     finally:
         await runner.cleanup()
         await session.close()
+        await reviewer.close()
         await client.close()
 
 

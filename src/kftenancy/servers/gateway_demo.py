@@ -126,10 +126,11 @@ async def run_demo(kube: Any, policy: TenancyPolicySpec, user: str) -> list[Step
         async def onboard(user_id: str) -> object:
             return await ensure_profile(kube, policy, user_id, source="gateway")
 
+        reviewer = KubeReviewer(kube.client)
         gateway = Gateway(
             policy,
             keyring=KeyRing(SigningKey.generate()),
-            reviewer=KubeReviewer(kube.client),
+            reviewer=reviewer,
             onboard=onboard,
             proxy_secret=secret,
         )
@@ -219,4 +220,5 @@ async def run_demo(kube: Any, policy: TenancyPolicySpec, user: str) -> list[Step
         finally:
             for app_runner in reversed(runners):
                 await app_runner.cleanup()
+            await reviewer.close()
     return steps
