@@ -83,6 +83,9 @@ COMPONENT_CONTROLLER: Final = "kftenancy-controller"
 COMPONENT_WEBHOOK: Final = "kftenancy-webhook"
 COMPONENT_GATEWAY: Final = "kftenancy-gateway"
 PRIORITY_CLASS_PLACEHOLDER: Final = "kftenancy-gpu-placeholder"
+# On the storage's pod template (`kftenancy datalake publish --restart`): the applied
+# data-lake configuration's digest, so the storage rolls exactly when it changed.
+ANN_DATALAKE_CONFIG_DIGEST: Final = f"{API_GROUP}/datalake-config-sha256"
 
 # GPU capacity: Kueue (fair queues) and warm headroom (placeholder pods).
 KUEUE_GROUP: Final = "kueue.x-k8s.io"

@@ -292,3 +292,43 @@ def test_seaweedfs_is_started_with_no_fixed_port_and_loopback_only(tmp_path: Any
     assert "-webdav=false" in args
     for flag in ("-s3.port=20006", "-s3.port.grpc=20007", "-filer.port.grpc=20005"):
         assert flag in args
+
+
+def test_publish_patches_set_one_secret_key_and_roll_only_on_change() -> None:
+    import hashlib
+
+    from kftenancy.controllers.datalake import restart_patch, secret_patch
+
+    assert secret_patch("iam.json", b"{}\n") == {"data": {"iam.json": "e30K"}}
+    digest = hashlib.sha256(b'{"roles": []}\n').hexdigest()[:16]
+    assert restart_patch(b'{"roles": []}\n') == {
+        "spec": {"template": {"metadata": {"annotations": {c.ANN_DATALAKE_CONFIG_DIGEST: digest}}}}
+    }  # the same content again: the same template, no new rollout
+    assert restart_patch(b'{"roles": [1]}\n') != restart_patch(b'{"roles": []}\n')
+
+
+def test_publish_refuses_a_configuration_larger_than_a_secret_holds() -> None:
+    from kftenancy.controllers.datalake import SECRET_MAX_BYTES, secret_patch
+
+    secret_patch("iam.json", b"x" * SECRET_MAX_BYTES)
+    with pytest.raises(KftenancyError, match=r"1,048,577 bytes; a Secret holds at most 1,048,576"):
+        secret_patch("iam.json", b"x" * (SECRET_MAX_BYTES + 1))
+
+
+@pytest.mark.parametrize("ref", ["seaweedfs-s3", "deployment/", "pod/x", "deployment/a/b"])
+def test_publish_restart_needs_a_workload_kind_and_name(ref: str) -> None:
+    from kftenancy.controllers.datalake import parse_workload
+
+    with pytest.raises(KftenancyError, match=r"expected KIND/NAME .*deployment/seaweedfs-s3"):
+        parse_workload(ref)
+
+
+def test_publish_restart_names_map_to_their_api() -> None:
+    from kftenancy.controllers.datalake import parse_workload
+
+    assert parse_workload("deployment/seaweedfs-s3") == ("apps/v1", "Deployment", "seaweedfs-s3")
+    assert parse_workload("StatefulSet/seaweedfs-filer") == (
+        "apps/v1",
+        "StatefulSet",
+        "seaweedfs-filer",
+    )

@@ -1,6 +1,8 @@
 """`kftenancy datalake`: each tenant's bucket/prefix and role, and whether the storage
 configuration the controller applied (`--config`, the file of `run controller
---datalake-config`) grants it.
+--datalake-config`) grants it. `kftenancy datalake publish`: hand that file to a storage
+that runs in its own pods (a Secret it mounts, a rollout of its workload); the chart runs
+it as the controller's `--datalake-reload-command`.
 
 The rows are computed by `datalake_rows` from the Profiles and the policy (the same
 functions the webhook and the controller use), so what is shown is what is enforced.
@@ -55,8 +57,13 @@ def datalake_rows(
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("datalake")
+    lake = typer.Typer(help="The data lake: tenants' prefixes and roles; publishing.")
+    app.add_typer(lake, name="datalake")
+    register_publish(lake)
+
+    @lake.callback(invoke_without_command=True)
     def datalake_cmd(
+        ctx: typer.Context,
         kubeconfig: Kubeconfig = None,
         policy: PolicyFile = None,
         config: Annotated[
@@ -71,6 +78,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Each tenant's data-lake bucket/prefix and role (and whether it is applied)."""
         from kftenancy.controllers.tenant import PROFILE_API_VERSION
+
+        if ctx.invoked_subcommand is not None:
+            return
 
         applied = None
         if config is not None:
@@ -100,3 +110,52 @@ def register(app: typer.Typer) -> None:
                 r["tenant"], f"s3://{r['bucket']}/{r['prefix']}", r["role"], r["state"], mark
             )
         Console().print(table)
+
+
+def register_publish(lake: typer.Typer) -> None:
+    @lake.command("publish")
+    def publish_cmd(
+        file: Annotated[
+            Path, typer.Argument(help="The storage configuration (--datalake-config).")
+        ],
+        namespace: Annotated[
+            str, typer.Option("--namespace", "-n", help="The storage's namespace.")
+        ],
+        secret: Annotated[
+            str | None,
+            typer.Option(help="Existing Secret to copy the file into (the storage mounts it)."),
+        ] = None,
+        key: Annotated[
+            str | None, typer.Option(help="The Secret's key (default: the file's name).")
+        ] = None,
+        restart: Annotated[
+            str | None,
+            typer.Option(
+                help="KIND/NAME of the storage's workload (deployment/, statefulset/, "
+                "daemonset/) to roll when the file changed (SeaweedFS reads it only at start)."
+            ),
+        ] = None,
+        kubeconfig: Kubeconfig = None,
+    ) -> None:
+        """Copy the file into the storage's Secret and roll its workload (only on change)."""
+        from kftenancy.controllers.datalake import publish
+
+        try:
+            content = file.read_bytes()
+        except OSError as err:
+            raise _fail(f"{file}: {err}") from None
+        _run(
+            lambda kube: publish(
+                kube,
+                content,
+                namespace=namespace,
+                secret=secret,
+                key=key or file.name,
+                restart=restart,
+            ),
+            kubeconfig,
+        )
+        done = [f"Secret {namespace}/{secret}" if secret else "", restart or ""]
+        typer.echo(
+            f"published {file} ({len(content):,} bytes) to {' and '.join(filter(None, done))}"
+        )

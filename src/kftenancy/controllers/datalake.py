@@ -14,11 +14,16 @@ onboarding it again brings the same role, and so the same data, back.
   (a script that creates/updates/deletes the IAM roles, see docs/datalake.md).
 
 `file_applier` is the hook the CLI offers: write the file atomically, then run a command.
+`publish` is the command the chart runs for a storage in its own pods (`kftenancy datalake
+publish`): copy the file into a Secret the storage mounts and roll the storage's workload,
+both only when the content changed, with no more RBAC than a patch of those two objects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 import os
@@ -36,6 +41,15 @@ from kftenancy.render.iam import iam_documents
 from kftenancy.render.seaweedfs import config_bytes, seaweedfs_iam_config
 
 log = logging.getLogger("kftenancy.controller")
+
+# What `publish --restart` may roll: kind as kubectl spells it → (apiVersion, kind).
+WORKLOAD_KINDS = {
+    "deployment": ("apps/v1", "Deployment"),
+    "statefulset": ("apps/v1", "StatefulSet"),
+    "daemonset": ("apps/v1", "DaemonSet"),
+}
+# The API server refuses a Secret whose data is larger (core/v1 validation).
+SECRET_MAX_BYTES = 1024 * 1024
 
 Applier = Callable[[bytes], Awaitable[None]]
 
@@ -153,3 +167,75 @@ class StorageSync:
                 asyncio.get_running_loop().call_later(self.retry_seconds, self.poke)
             async with self.synced:
                 self.synced.notify_all()
+
+
+# ---------------------------------------------------------------- publishing to the storage
+
+
+def config_digest(content: bytes) -> str:
+    """A short digest of the configuration (the storage's pod template annotation)."""
+    return hashlib.sha256(content).hexdigest()[:16]
+
+
+def parse_workload(ref: str) -> tuple[str, str, str]:
+    """`deployment/NAME` (or `statefulset/`, `daemonset/`) → (apiVersion, kind, name)."""
+    kind, sep, name = ref.partition("/")
+    if not sep or not name or "/" in name or kind.lower() not in WORKLOAD_KINDS:
+        raise KftenancyError(
+            f"--restart {ref!r}: expected KIND/NAME with KIND one of "
+            f"{', '.join(WORKLOAD_KINDS)} (e.g. deployment/seaweedfs-s3)"
+        )
+    api_version, kind_name = WORKLOAD_KINDS[kind.lower()]
+    return api_version, kind_name, name
+
+
+def secret_patch(key: str, content: bytes) -> dict[str, object]:
+    """The merge patch that sets one key of a Secret (its other keys stay)."""
+    if len(content) > SECRET_MAX_BYTES:
+        raise KftenancyError(
+            f"the data-lake configuration is {len(content):,} bytes; a Secret holds at most "
+            f"{SECRET_MAX_BYTES:,}: share the file through a volume instead (docs/datalake.md)"
+        )
+    return {"data": {key: base64.b64encode(content).decode()}}
+
+
+def restart_patch(content: bytes) -> dict[str, object]:
+    """The merge patch that rolls a workload exactly when `content` changed: the pod
+    template carries the content's digest (the same digest again changes nothing)."""
+    annotations = {c.ANN_DATALAKE_CONFIG_DIGEST: config_digest(content)}
+    return {"spec": {"template": {"metadata": {"annotations": annotations}}}}
+
+
+async def publish(
+    kube: Kube,
+    content: bytes,
+    *,
+    namespace: str,
+    secret: str | None = None,
+    key: str = "config.json",
+    restart: str | None = None,
+) -> None:
+    """Copy `content` into key `key` of the existing Secret `secret`, then roll the
+    workload `restart` (KIND/NAME) onto it; both in `namespace`, both merge patches (the
+    only verb the chart grants, on those two names). A missing object is an error that
+    says how to make it: the publisher never creates a Secret."""
+    steps: list[tuple[str, str, str, dict[str, object]]] = []
+    if secret:
+        steps.append(("v1", "Secret", secret, secret_patch(key, content)))
+    if restart:
+        api_version, kind, name = parse_workload(restart)
+        steps.append((api_version, kind, name, restart_patch(content)))
+    if not steps:
+        raise KftenancyError("nothing to publish to: give --secret and/or --restart")
+    for api_version, kind, name, patch in steps:
+        try:
+            await kube.patch_merge(api_version, kind, name, patch, namespace)
+        except ApiError as err:
+            if err.status.code != 404:
+                raise
+            hint = (
+                f"create it once: kubectl -n {namespace} create secret generic {name}"
+                if kind == "Secret"
+                else "check the name (--restart KIND/NAME)"
+            )
+            raise KftenancyError(f"{kind} {namespace}/{name} does not exist: {hint}") from None
