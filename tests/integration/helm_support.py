@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -43,3 +44,15 @@ def template(home: Path, *sets: str, chart: Path = CHART) -> list[dict[str, Any]
         args += ["--set", s]
     out = helm(*args, home=home).stdout
     return [d for d in yaml.safe_load_all(out) if d]
+
+
+def chart_for_policy(tmp: Path, spec: dict[str, Any]) -> Path:
+    """A copy of the chart regenerated for the policy `spec` (what `kftenancy chart
+    --policy P --dir COPY` writes), for values that depend on the policy."""
+    from kftenancy.render.chart import chart_files
+
+    out = tmp / "chart"
+    shutil.copytree(CHART, out)
+    for rel, text in chart_files(spec).items():
+        (out / rel).write_text(text)
+    return out

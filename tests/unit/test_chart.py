@@ -81,3 +81,54 @@ def test_generated_platform_roles_are_the_rbac_source() -> None:
 
 def test_schema_is_json() -> None:
     assert json.loads((CHART / "values.schema.json").read_text()) == values_schema()
+
+
+def _with_data_lake(**lake: Any) -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+    values["controller"]["dataLake"] = {**values["controller"]["dataLake"], **lake}
+    return values
+
+
+def test_data_lake_values_are_off_by_default_and_their_full_shape_is_valid() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["controller"]["dataLake"]["enabled"] is False
+    jsonschema.validate(
+        _with_data_lake(
+            enabled=True,
+            configFile="iam.json",
+            volume={"nfs": {"server": "nfs.storage", "path": "/exports/kftenancy"}},
+            signingKeySecret={"name": "datalake-signing", "key": "signing-key"},
+            publish={"namespace": "storage", "secret": "seaweedfs-iam",
+                     "restart": "statefulset/seaweedfs-filer"},
+            hooksConfigMap="kftenancy-hooks",
+        ),
+        values_schema(),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("lake", "where"),
+    [
+        ({"configFile": "../iam.json"}, "configFile"),
+        ({"configFile": ".."}, "configFile"),
+        ({"publish": {"namespace": "Storage"}}, "namespace"),
+        ({"publish": {"restart": "seaweedfs-s3"}}, "restart"),
+        ({"publish": {"restart": "job/seaweedfs"}}, "restart"),
+        ({"signingKeySecret": {"name": "key", "path": "/x"}}, "signingKeySecret"),
+        ({"reloadcommand": "typo"}, "dataLake"),
+    ],
+)
+def test_values_schema_rejects_a_misshapen_data_lake_value(
+    lake: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(jsonschema.ValidationError) as err:
+        jsonschema.validate(_with_data_lake(**lake), values_schema())
+    assert where in "/".join(str(p) for p in err.value.absolute_path)
+
+
+def test_generated_tpl_names_the_data_lake_provider_only_when_the_policy_has_one() -> None:
+    off = chart_files(_spec())["templates/_generated.tpl"]
+    assert '{{- define "kftenancy.dataLakeProvider" -}}\n\n{{- end }}' in off
+    spec = {**_spec(), "dataLake": {"enabled": True, "provider": "s3compatible"}}
+    on = chart_files(spec)["templates/_generated.tpl"]
+    assert '{{- define "kftenancy.dataLakeProvider" -}}\ns3compatible\n{{- end }}' in on

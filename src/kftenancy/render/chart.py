@@ -59,6 +59,19 @@ CHART_VALUES: dict[str, Any] = {
         "nodeSelector": {},
         "tolerations": [],
         "podAnnotations": {},
+        # The data lake's storage configuration kept in step with the tenants (the
+        # controller's --datalake-* flags; docs/datalake.md). Off: nothing is mounted,
+        # nothing extra is granted.
+        "dataLake": {
+            "enabled": False,
+            "configFile": "config.json",  # in /var/lib/kftenancy/datalake (the volume below)
+            "volume": {},  # a volume source; {} = an emptyDir
+            "reloadCommand": "",
+            "signingKeySecret": {"name": "", "key": "signing-key"},  # s3compatible
+            # `kftenancy datalake publish`: the file into this Secret, then roll `restart`
+            "publish": {"namespace": "", "secret": "", "restart": ""},
+            "hooksConfigMap": "",  # your reload scripts, at /etc/kftenancy/hooks
+        },
     },
     "webhook": {
         "replicas": 2,
@@ -107,6 +120,53 @@ def _component_schema(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"type": "object", "additionalProperties": False, "properties": props}
 
 
+_DNS_LABEL = "^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$"  # or empty (unset)
+_DNS_NAME = "^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)?$"
+
+
+def _data_lake_schema() -> dict[str, Any]:
+    """controller.dataLake: shapes here; what depends on other values (enabled, the
+    policy's provider) is checked by the chart's `fail`s, whose messages name the fix."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "enabled": {"type": "boolean"},
+            "configFile": {
+                "description": "File name in /var/lib/kftenancy/datalake (also the Secret key "
+                "publish writes).",
+                "type": "string",
+                "pattern": "^[-._a-zA-Z0-9]+$",
+                "not": {"enum": [".", ".."]},
+            },
+            "volume": {"type": "object", "description": "A volume source; {} = an emptyDir."},
+            "reloadCommand": {"type": "string"},
+            "signingKeySecret": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "pattern": _DNS_NAME},
+                    "key": {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$"},
+                },
+            },
+            "publish": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "namespace": {"type": "string", "pattern": _DNS_LABEL},
+                    "secret": {"type": "string", "pattern": _DNS_NAME},
+                    "restart": {
+                        "type": "string",
+                        "pattern": "^((deployment|statefulset|daemonset)/"
+                        "[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)?$",
+                    },
+                },
+            },
+            "hooksConfigMap": {"type": "string", "pattern": _DNS_NAME},
+        },
+    }
+
+
 def values_schema() -> dict[str, Any]:
     """JSON schema of values.yaml; `policy` is TenancyPolicySpec's own schema."""
     policy = TenancyPolicySpec.model_json_schema(by_alias=True, mode="validation")
@@ -134,6 +194,7 @@ def values_schema() -> dict[str, Any]:
                 {
                     "workers": {"type": "integer", "minimum": 1, "maximum": 256},
                     "resyncSeconds": {"type": "number", "minimum": 1},
+                    "dataLake": _data_lake_schema(),
                 }
             ),
             "webhook": _component_schema(),
@@ -240,6 +301,10 @@ def generated_tpl(spec: dict[str, Any], policy: TenancyPolicySpec) -> str:
         "{{- end }}\n"
         '{{- define "kftenancy.meshEnabled" -}}\n'
         f"{'true' if policy.mesh.flavor != MeshFlavor.NONE else ''}\n"
+        "{{- end }}\n"
+        "{{/* The policy's data-lake provider; empty when its data lake is off. */}}\n"
+        '{{- define "kftenancy.dataLakeProvider" -}}\n'
+        f"{policy.data_lake.provider if policy.data_lake.enabled else ''}\n"
         "{{- end }}\n"
     )
 

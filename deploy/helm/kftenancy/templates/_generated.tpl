@@ -15,3 +15,7 @@ kftenancy-gateway
 {{- define "kftenancy.meshEnabled" -}}
 true
 {{- end }}
+{{/* The policy's data-lake provider; empty when its data lake is off. */}}
+{{- define "kftenancy.dataLakeProvider" -}}
+
+{{- end }}

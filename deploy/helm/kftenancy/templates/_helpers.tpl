@@ -85,3 +85,57 @@ keeps certificates stable and rotates them before expiry. */}}
 {{- include "kftenancy.ensureCerts" . -}}
 {{- (index .Values "__certs").ca.Cert | b64enc -}}
 {{- end -}}
+
+{{/* controller.dataLake: where things go in the controller's container. */}}
+{{- define "kftenancy.dataLakeDir" -}}/var/lib/kftenancy/datalake{{- end -}}
+{{- define "kftenancy.dataLakeKeyFile" -}}/etc/kftenancy/datalake-key/signing-key{{- end -}}
+{{- define "kftenancy.hooksDir" -}}/etc/kftenancy/hooks{{- end -}}
+{{- define "kftenancy.dataLakeConfig" -}}
+{{ include "kftenancy.dataLakeDir" . }}/{{ .Values.controller.dataLake.configFile }}
+{{- end -}}
+
+{{/* The reload command: the one given, or `kftenancy datalake publish` when publish is set. */}}
+{{- define "kftenancy.dataLakeReloadCommand" -}}
+{{- $d := .Values.controller.dataLake -}}
+{{- if $d.reloadCommand -}}
+{{ $d.reloadCommand }}
+{{- else if $d.publish.namespace -}}
+kftenancy datalake publish {{ include "kftenancy.dataLakeConfig" . }} --namespace {{ $d.publish.namespace }}
+{{- with $d.publish.secret }} --secret {{ . }}{{ end }}
+{{- with $d.publish.restart }} --restart {{ . }}{{ end }}
+{{- end -}}
+{{- end -}}
+
+{{/* controller.dataLake values that only make sense together: refuse the others with
+the fix (the schema checks each value's shape; this checks how they combine). */}}
+{{- define "kftenancy.dataLakeGuard" -}}
+{{- $d := .Values.controller.dataLake -}}
+{{- $p := $d.publish -}}
+{{- $provider := include "kftenancy.dataLakeProvider" . -}}
+{{- if not $d.enabled -}}
+{{- range $name, $set := dict "reloadCommand" $d.reloadCommand "signingKeySecret.name" $d.signingKeySecret.name "publish.namespace" $p.namespace "publish.secret" $p.secret "publish.restart" $p.restart "hooksConfigMap" $d.hooksConfigMap "volume" (ne (len $d.volume) 0) -}}
+{{- if $set -}}
+{{- fail (printf "controller.dataLake.%s is set but controller.dataLake.enabled is false: the controller would not keep a data-lake configuration (--datalake-config) to use it with. Set controller.dataLake.enabled=true, or unset controller.dataLake.%s" $name $name) -}}
+{{- end -}}
+{{- end -}}
+{{- else -}}
+{{- if not $provider -}}
+{{- fail "controller.dataLake.enabled is true but the policy's dataLake.enabled is false, so there is no storage configuration to keep. Enable the data lake in your policy and regenerate the chart (kftenancy chart --policy YOUR-POLICY.yaml --dir CHART-DIR), or set controller.dataLake.enabled=false" -}}
+{{- end -}}
+{{- if and (eq $provider "s3compatible") (not $d.signingKeySecret.name) -}}
+{{- fail "controller.dataLake.signingKeySecret.name is empty: the policy's dataLake.provider is s3compatible, whose STS signs sessions with a key of at least 32 bytes. Create a Secret (kubectl -n NAMESPACE create secret generic kftenancy-datalake-signing --from-literal=signing-key=\"$(openssl rand -hex 32)\") and set controller.dataLake.signingKeySecret.name=kftenancy-datalake-signing" -}}
+{{- end -}}
+{{- if and (ne $provider "s3compatible") $d.signingKeySecret.name -}}
+{{- fail (printf "controller.dataLake.signingKeySecret.name is set but the policy's dataLake.provider is %s: only s3compatible (SeaweedFS) signs sessions with it. Unset controller.dataLake.signingKeySecret.name" $provider) -}}
+{{- end -}}
+{{- if and (or $p.secret $p.restart) (not $p.namespace) -}}
+{{- fail "controller.dataLake.publish.namespace is empty: publish.secret and publish.restart are objects in the storage's namespace. Set controller.dataLake.publish.namespace (e.g. storage)" -}}
+{{- end -}}
+{{- if and $p.namespace (not (or $p.secret $p.restart)) -}}
+{{- fail (printf "controller.dataLake.publish.namespace is %q but there is nothing to publish: set publish.secret (a Secret the storage mounts) and/or publish.restart (e.g. deployment/seaweedfs-s3)" $p.namespace) -}}
+{{- end -}}
+{{- if and $p.namespace $d.reloadCommand -}}
+{{- fail "controller.dataLake.reloadCommand and controller.dataLake.publish are both set, but the controller runs one command after each change: publish renders `kftenancy datalake publish ...` as it. Unset one" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
