@@ -5,17 +5,41 @@ on the lab whose controller publishes the storage configuration."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import os
+import subprocess
 import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 import yaml
-from helm_support import CHART, KUBE_VERSION, ROOT, chart_for_policy, helm, template
+from helm_support import (
+    CHART,
+    KUBE_VERSION,
+    ROOT,
+    chart_for_policy,
+    eventually,
+    helm,
+    running_controller,
+    service_account_kubeconfig,
+    template,
+)
 
-from kftenancy.kube import Kube
+from kftenancy import constants as c
+from kftenancy.controllers.datalake import config_digest
+from kftenancy.controllers.operator import ControllerSettings
+from kftenancy.kube import ApiError, Kube
 from kftenancy.lab.cluster import LocalCluster
+from kftenancy.lab.crds import bundled_crds
+from kftenancy.lab.errors import ControlPlaneError
+from kftenancy.policy import load_policy
+from kftenancy.render import profile_for_user
+from kftenancy.render.seaweedfs import tenants_in
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from manifest_schemas import validate_manifest
@@ -296,3 +320,220 @@ async def test_data_lake_objects_are_valid_and_accepted_by_the_api_server(
         for obj in template(tmp_path, *values, chart=charts[chart]):
             validate_manifest(obj)
             await kube.apply(obj, dry_run=True)
+
+
+# ---------------------------------------------------------------- installed on the lab
+
+
+@pytest.fixture(scope="module")
+def install_lab() -> Iterator[LocalCluster]:
+    """A lab of its own for `helm install` (the chart's cluster-wide objects would clash
+    with other tests' on the shared one); our CRDs come from the chart, as they would."""
+    lab = LocalCluster(controller_manager=True)
+    try:
+        lab.start()
+    except ControlPlaneError as err:
+        pytest.fail(f"the local control plane could not start:\n{err}", pytrace=False)
+    try:
+        lab.install_crds(
+            [
+                d
+                for d in bundled_crds()
+                if d["spec"]["group"] not in ("user.openshift.io", c.API_GROUP, c.KUBEFLOW_GROUP)
+            ]
+        )
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def install_admin(install_lab: LocalCluster) -> AsyncIterator[Kube]:
+    kube = Kube.from_kubeconfig(str(install_lab.admin_kubeconfig))
+    yield kube
+    await kube.close()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _secret(ns: str, name: str, data: dict[str, bytes]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "data": {k: _b64(v) for k, v in data.items()},
+    }
+
+
+SEAWEEDFS_S3 = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "seaweedfs-s3", "namespace": "storage"},
+    "spec": {
+        "selector": {"matchLabels": {"app": "seaweedfs-s3"}},
+        "template": {
+            "metadata": {"labels": {"app": "seaweedfs-s3"}},
+            "spec": {
+                "containers": [{"name": "s3", "image": "registry.example.com/seaweedfs:4.48"}]
+            },
+        },
+    },
+}
+
+
+async def _pod_files(admin: Kube, pod: dict[str, Any], container: dict[str, Any], root: Path,
+                     names: set[str]) -> dict[str, Path]:  # fmt: skip
+    """The kubelet's part, locally: mount path → a directory, for the volumes `names`;
+    Secret volumes are filled from the API the way the kubelet projects them."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    out = {}
+    for m in container["volumeMounts"]:
+        if m["name"] not in names:
+            continue
+        here = root / m["name"]
+        here.mkdir(parents=True)
+        source = volumes[m["name"]].get("secret")
+        if source is not None:
+            secret = await admin.get("v1", "Secret", source["secretName"], "kftenancy")
+            assert secret is not None, f"the chart mounts Secret {source['secretName']}"
+            for item in source["items"]:
+                (here / item["path"]).write_bytes(base64.b64decode(secret["data"][item["key"]]))
+        out[m["mountPath"]] = here
+    return out
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_installed_chart_controller_publishes_the_seaweedfs_configuration_with_its_own_rbac(
+    install_lab: LocalCluster,
+    install_admin: Kube,
+    charts: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lab, admin, ns = install_lab, install_admin, "kftenancy"
+    for name in (ns, "istio-system", "storage"):
+        await admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    key = os.urandom(32).hex().encode()
+    await admin.apply(_secret(ns, "datalake-signing", {"signing-key": key}))
+    await admin.apply(_secret("storage", "seaweedfs-iam", {"other": b"kept"}))
+    await admin.apply(_secret("storage", "unrelated", {"password": b"not yours"}))
+    await admin.apply(SEAWEEDFS_S3)
+    home, kc = tmp_path / "helm", install_lab.admin_kubeconfig
+    values = [a for v in SEAWEEDFS_VALUES for a in ("--set", v)]
+    mode = ["--set", "certificates.mode=chart", "--set", "controller.replicas=1"]
+    helm("install", "kftenancy", str(charts["seaweedfs"]), "-n", ns, *mode, *values,
+         home=home, kubeconfig=kc)  # fmt: skip
+    try:
+        installed = await admin.get("apps/v1", "Deployment", CONTROLLER, ns)
+        assert installed is not None
+        pod = installed["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        mounts = await _pod_files(admin, pod, container, tmp_path / "pod",
+                                  {"datalake", "datalake-key"})  # fmt: skip
+
+        def local(value: str) -> str:
+            for path, here in mounts.items():
+                value = value.replace(f"{path}/", f"{here}/")
+            return value
+
+        env = {k: local(v) for k, v in data_lake_env(container).items()}
+        config = Path(env["KFTENANCY_DATALAKE_CONFIG"])
+        assert config.parent == mounts["/var/lib/kftenancy/datalake"]  # the file is on the volume
+        # The reload command runs `kftenancy datalake publish` as the controller's
+        # ServiceAccount (in the pod: its in-cluster token), with only the chart's RBAC.
+        ctl_kc = await service_account_kubeconfig(lab, admin, CONTROLLER, ns, tmp_path / "ctl")
+        monkeypatch.setenv("KFTENANCY_KUBECONFIG", str(ctl_kc))
+        monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        settings = ControllerSettings(
+            kubeconfig=str(ctl_kc),
+            metrics_port=0,
+            leader_election=True,
+            lease_namespace=ns,
+            apply_platform=False,
+            event_namespace=ns,
+            datalake_config=env["KFTENANCY_DATALAKE_CONFIG"],
+            datalake_reload_command=env["KFTENANCY_DATALAKE_RELOAD_COMMAND"],
+            datalake_signing_key_file=env["KFTENANCY_DATALAKE_SIGNING_KEY_FILE"],
+        )
+        policy = load_policy(
+            await admin.get(f"{c.API_GROUP}/{c.API_VERSION}", c.POLICY_KIND, "default")
+        )
+        profile = profile_for_user(policy, "dl-alice@example.com")
+        tenant = profile["metadata"]["name"]
+
+        async def published() -> dict[str, Any] | None:
+            secret = await admin.get("v1", "Secret", "seaweedfs-iam", "storage")
+            data = (secret or {}).get("data") or {}
+            if "config.json" not in data:
+                return None
+            got: dict[str, Any] = json.loads(base64.b64decode(data["config.json"]))
+            return got if f"kubeflow-{tenant}" in tenants_in(got) else None
+
+        async with running_controller(settings) as ctl:
+            await admin.create(profile)
+            iam = await eventually(
+                published, 60, f"{tenant}'s role in Secret storage/seaweedfs-iam"
+            )
+            assert ctl.storage is not None and ctl.storage.error is None
+        content = await asyncio.to_thread(config.read_bytes)
+        assert json.loads(content) == iam  # the controller's file is what was published
+        assert iam["sts"]["signingKey"] == _b64(key)  # from the chart-mounted Secret
+        secret = await admin.get("v1", "Secret", "seaweedfs-iam", "storage")
+        assert secret is not None and secret["data"]["other"] == _b64(b"kept")
+        s3 = await admin.get("apps/v1", "Deployment", "seaweedfs-s3", "storage")
+        assert s3 is not None
+        annotations = s3["spec"]["template"]["metadata"]["annotations"]
+        assert annotations[c.ANN_DATALAKE_CONFIG_DIGEST] == config_digest(content)
+
+        # A new leader (here: a restart) publishes the same bytes: SeaweedFS is not rolled.
+        async with running_controller(settings) as ctl:
+            await eventually(lambda: _applied(ctl), 60, "the new controller's first apply")
+        again = await admin.get("apps/v1", "Deployment", "seaweedfs-s3", "storage")
+        assert again is not None
+        assert again["metadata"]["generation"] == s3["metadata"]["generation"]
+
+        # Exactly what the Role names, and only patch: no read of any Secret there.
+        as_ctl = Kube.from_kubeconfig(str(ctl_kc))
+        try:
+            for attempt in (
+                as_ctl.get("v1", "Secret", "seaweedfs-iam", "storage"),
+                as_ctl.get("v1", "Secret", "unrelated", "storage"),
+                as_ctl.patch_merge("v1", "Secret", "unrelated", {"data": {}}, "storage"),
+                as_ctl.list("v1", "Secret"),
+            ):
+                with pytest.raises(ApiError) as refused:
+                    await attempt
+                assert refused.value.status.code == 403
+        finally:
+            await as_ctl.close()
+
+        # The publisher never creates a Secret; a missing one is named, with the fix.
+        missing = await asyncio.to_thread(
+            subprocess.run,
+            ["kftenancy", "datalake", "publish", str(config), "-n", "storage",
+             "--secret", "seaweedfs-iam-typo", "--kubeconfig", str(kc)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert missing.returncode != 0
+        assert (
+            "Secret storage/seaweedfs-iam-typo does not exist: create it once: "
+            "kubectl -n storage create secret generic seaweedfs-iam-typo"
+        ) in " ".join(missing.stderr.split()), missing.stderr
+
+        # Turned off by an upgrade: the grant goes with it.
+        helm("upgrade", "kftenancy", str(charts["seaweedfs"]), "-n", ns, *mode,
+             home=home, kubeconfig=kc)  # fmt: skip
+        assert await admin.get(f"{RBAC_GROUP}/v1", "Role", PUBLISH, "storage") is None
+        assert await admin.get(f"{RBAC_GROUP}/v1", "RoleBinding", PUBLISH, "storage") is None
+        upgraded = await admin.get("apps/v1", "Deployment", CONTROLLER, ns)
+        assert upgraded is not None
+        [container] = upgraded["spec"]["template"]["spec"]["containers"]
+        assert data_lake_env(container) == {}
+    finally:
+        helm("uninstall", "kftenancy", "-n", ns, home=home, kubeconfig=kc)
+
+
+async def _applied(ctl: Any) -> bool:
+    return ctl.storage is not None and ctl.storage.applies >= 1

@@ -13,21 +13,16 @@ uninstall` removes the chart's objects and never a tenant namespace or Profile.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
 import yaml
-from helm_support import CHART, helm
-from lightkube.models.authentication_v1 import TokenRequestSpec
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import ServiceAccountToken
+from helm_support import CHART, eventually, helm, running_controller, service_account_kubeconfig
 
 from kftenancy import constants as c
 from kftenancy.controllers.operator import Controller, ControllerSettings
@@ -75,39 +70,11 @@ def previous_chart(tmp: Path) -> Path:
 
 
 async def _token_kubeconfig(lab: LocalCluster, admin: Kube, path: Path) -> Path:
-    req = ServiceAccountToken(
-        metadata=ObjectMeta(name=c.COMPONENT_CONTROLLER, namespace=NS),
-        spec=TokenRequestSpec(audiences=[], expirationSeconds=3600),
-    )
-    issued = await admin.client.create(req, name=c.COMPONENT_CONTROLLER, namespace=NS)
-    assert issued.status is not None
-    return _write_kubeconfig(lab, str(issued.status.token), path)
+    return await service_account_kubeconfig(lab, admin, c.COMPONENT_CONTROLLER, NS, path)
 
 
-def _write_kubeconfig(lab: LocalCluster, token: str, path: Path) -> Path:
-    config = yaml.safe_load(lab.admin_kubeconfig.read_text())
-    cluster = config["clusters"][0]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster],
-                "users": [{"name": "ctl", "user": {"token": token}}],
-                "contexts": [
-                    {"name": "ctl", "context": {"cluster": cluster["name"], "user": "ctl"}}
-                ],
-                "current-context": "ctl",
-            }
-        )
-    )
-    path.chmod(0o600)
-    return path
-
-
-@contextlib.asynccontextmanager
-async def running(kubeconfig: Path) -> AsyncIterator[Controller]:
-    ctl = Controller(
+def running(kubeconfig: Path) -> contextlib.AbstractAsyncContextManager[Controller]:
+    return running_controller(
         ControllerSettings(
             kubeconfig=str(kubeconfig),
             metrics_port=0,
@@ -117,34 +84,6 @@ async def running(kubeconfig: Path) -> AsyncIterator[Controller]:
             event_namespace=NS,
         )
     )
-    stop = asyncio.Event()
-    task = asyncio.create_task(ctl.run(stop))
-    try:
-        await _eventually(lambda: _started(ctl, task), 60, "controller ready")
-        yield ctl
-    finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=30)
-        await ctl.kube.close()
-
-
-async def _started(ctl: Controller, task: asyncio.Task[None]) -> bool:
-    if task.done():
-        task.result()
-        raise AssertionError("controller stopped")
-    return ctl.ready.is_set()
-
-
-async def _eventually(check: Any, within: float, what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    got: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        got = await check()
-        if got:
-            return got
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not true within {within}s: {what} (last: {got})")
 
 
 async def _all_ready(kube: Kube, names: list[str]) -> bool:
@@ -208,7 +147,7 @@ async def test_helm_upgrade_keeps_tenants_ready_without_writes_then_uninstall_ke
             profile = profile_for_user(policy, f"user{i}-{uuid.uuid4().hex[:4]}@example.com")
             names.append(profile["metadata"]["name"])
             await admin.create(profile)
-        await _eventually(lambda: _all_ready(admin, names), 90, "3 tenants Ready")
+        await eventually(lambda: _all_ready(admin, names), 90, "3 tenants Ready")
     before = await _versions(admin, names)
     assert len(before) > 3 * 5
 
@@ -224,8 +163,8 @@ async def test_helm_upgrade_keeps_tenants_ready_without_writes_then_uninstall_ke
 
     # The controller's pods roll: a new process, a full reconcile of every tenant.
     async with running(await _token_kubeconfig(lab, admin, tmp_path / "ctl-2")) as ctl:
-        await _eventually(lambda: _all_ready(admin, names), 60, "tenants Ready after upgrade")
-        await _eventually(
+        await eventually(lambda: _all_ready(admin, names), 60, "tenants Ready after upgrade")
+        await eventually(
             lambda: _reconciled(ctl, names), 60, "every tenant reconciled by the new controller"
         )
         assert ctl.kube.writes.total == 0, ctl.kube.writes.snapshot()
