@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from lightkube import AsyncClient, codecs
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import (
@@ -20,6 +21,7 @@ from lightkube.generic_resource import (
 from lightkube.resources.core_v1 import Namespace, Pod, ServiceAccount
 
 from kftenancy import constants as c
+from kftenancy.controllers.tenant import PROFILE_API_VERSION
 from kftenancy.lab.crds import bundled_crds
 from kftenancy.policy import TenancyPolicySpec, load_policy
 from kftenancy.profile import parse_profile
@@ -103,8 +105,27 @@ async def _allowed(
     return bool(review.status.allowed)
 
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def tenants(admin: AsyncClient) -> AsyncIterator[list[str]]:
+    """Names of the tenants a test applied; afterwards each one's Profile and namespace
+    are deleted. The Profile matters most: it is cluster-scoped, so a left-over one
+    becomes a tenant of every controller a later test runs in this session."""
+    names: list[str] = []
+    yield names
+    _register_crd_kinds()
+    profile_kind = get_generic_resource(PROFILE_API_VERSION, c.PROFILE_KIND)
+    assert profile_kind is not None
+    for name in names:
+        for kind in (profile_kind, Namespace):
+            try:
+                await admin.delete(kind, name)
+            except ApiError as err:
+                if err.status.code != 404:
+                    raise
+
+
 async def _render_and_apply_tenant(
-    admin: AsyncClient, user_client: UserClient, policy: TenancyPolicySpec
+    admin: AsyncClient, user_client: UserClient, policy: TenancyPolicySpec, tenants: list[str]
 ) -> tuple[str, list[dict[str, Any]]]:
     _register_crd_kinds()
     # This module's platform areas only: the webhook configurations and gateway mesh
@@ -122,6 +143,7 @@ async def _render_and_apply_tenant(
     controller = user_client(CONTROLLER, CONTROLLER_GROUPS)
     user = f"Ada.{uuid.uuid4().hex[:8]}@Example.com"
     profile_doc = profile_for_user(policy, user)
+    tenants.append(profile_doc["metadata"]["name"])  # deleted by the fixture, even on failure
     profile_doc["spec"]["contributors"] = [
         {"kind": "User", "name": "bob@example.com", "role": "edit"},
         {"kind": "Group", "name": "ml-viewers", "role": "view"},
@@ -146,16 +168,13 @@ async def _render_and_apply_tenant(
     "policy", [OPENSHIFT_OSSM, KUBERNETES_ISTIO], ids=["openshift-ossm", "kubernetes-istio"]
 )
 async def test_controller_role_applies_every_tenant_object_and_nothing_is_pruned(
-    admin: AsyncClient, user_client: UserClient, policy: TenancyPolicySpec
+    admin: AsyncClient, user_client: UserClient, policy: TenancyPolicySpec, tenants: list[str]
 ) -> None:
-    ns, objects = await _render_and_apply_tenant(admin, user_client, policy)
-    try:
-        assert len(objects) > 15
-        # Least privilege holds: the controller cannot read Secrets or delete namespaces.
-        assert not await _allowed(admin, CONTROLLER, CONTROLLER_GROUPS, "get", "secrets", ns)
-        assert not await _allowed(admin, CONTROLLER, CONTROLLER_GROUPS, "delete", "namespaces", "")
-    finally:
-        await admin.delete(Namespace, ns)
+    ns, objects = await _render_and_apply_tenant(admin, user_client, policy, tenants)
+    assert len(objects) > 15
+    # Least privilege holds: the controller cannot read Secrets or delete namespaces.
+    assert not await _allowed(admin, CONTROLLER, CONTROLLER_GROUPS, "get", "secrets", ns)
+    assert not await _allowed(admin, CONTROLLER, CONTROLLER_GROUPS, "delete", "namespaces", "")
 
 
 async def _eventually_allowed(
@@ -170,54 +189,48 @@ async def _eventually_allowed(
 
 
 async def test_tenant_rbac_means_owner_admin_contributors_and_nobody_else(
-    admin: AsyncClient, user_client: UserClient
+    admin: AsyncClient, user_client: UserClient, tenants: list[str]
 ) -> None:
-    ns, objects = await _render_and_apply_tenant(admin, user_client, KUBERNETES_ISTIO)
+    ns, objects = await _render_and_apply_tenant(admin, user_client, KUBERNETES_ISTIO, tenants)
     owner = next(o for o in objects if o["kind"] == "Namespace")["metadata"]["annotations"]["owner"]
     editor_sa = f"system:serviceaccount:{ns}:default-editor"
-    try:
-        assert await _eventually_allowed(admin, owner, [], "create", "pods", ns)
-        assert await _eventually_allowed(admin, owner, [], "create", "rolebindings", ns)
-        assert await _eventually_allowed(admin, "bob@example.com", [], "create", "pods", ns)
-        assert not await _allowed(admin, "bob@example.com", [], "create", "rolebindings", ns)
-        assert await _eventually_allowed(admin, "carol", ["ml-viewers"], "list", "pods", ns)
-        assert not await _allowed(admin, "carol", ["ml-viewers"], "create", "pods", ns)
-        assert await _eventually_allowed(admin, editor_sa, [], "create", "pods", ns)
-        assert not await _allowed(admin, "mallory", ["other"], "list", "pods", ns)
-    finally:
-        await admin.delete(Namespace, ns)
+    assert await _eventually_allowed(admin, owner, [], "create", "pods", ns)
+    assert await _eventually_allowed(admin, owner, [], "create", "rolebindings", ns)
+    assert await _eventually_allowed(admin, "bob@example.com", [], "create", "pods", ns)
+    assert not await _allowed(admin, "bob@example.com", [], "create", "rolebindings", ns)
+    assert await _eventually_allowed(admin, "carol", ["ml-viewers"], "list", "pods", ns)
+    assert not await _allowed(admin, "carol", ["ml-viewers"], "create", "pods", ns)
+    assert await _eventually_allowed(admin, editor_sa, [], "create", "pods", ns)
+    assert not await _allowed(admin, "mallory", ["other"], "list", "pods", ns)
 
 
 async def test_tenant_pods_get_gpu_toleration_and_default_requests_within_quota(
-    admin: AsyncClient, user_client: UserClient
+    admin: AsyncClient, user_client: UserClient, tenants: list[str]
 ) -> None:
-    ns, _ = await _render_and_apply_tenant(admin, user_client, KUBERNETES_ISTIO)
-    try:
-        for _ in range(300):
-            try:
-                await admin.get(ServiceAccount, "default", namespace=ns)
-                break
-            except ApiError:
-                await asyncio.sleep(0.1)
-        pod = codecs.from_dict(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "bare", "namespace": ns},
-                "spec": {"containers": [{"name": "main", "image": "busybox"}]},
-            }
-        )
-        # A quota on cpu/memory rejects request-less pods unless the LimitRange fills them.
-        created = await admin.create(pod)
-        assert isinstance(created, Pod)
-        requests = created.spec.containers[0].resources.requests
-        assert requests == {"cpu": "200m", "memory": "100Mi"}
-        tolerations = [t.to_dict() for t in created.spec.tolerations or []]
-        assert {
-            "key": "workload",
-            "operator": "Equal",
-            "value": "ai-ml",
-            "effect": "NoSchedule",
-        } in tolerations
-    finally:
-        await admin.delete(Namespace, ns)
+    ns, _ = await _render_and_apply_tenant(admin, user_client, KUBERNETES_ISTIO, tenants)
+    for _ in range(300):
+        try:
+            await admin.get(ServiceAccount, "default", namespace=ns)
+            break
+        except ApiError:
+            await asyncio.sleep(0.1)
+    pod = codecs.from_dict(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "bare", "namespace": ns},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+        }
+    )
+    # A quota on cpu/memory rejects request-less pods unless the LimitRange fills them.
+    created = await admin.create(pod)
+    assert isinstance(created, Pod)
+    requests = created.spec.containers[0].resources.requests
+    assert requests == {"cpu": "200m", "memory": "100Mi"}
+    tolerations = [t.to_dict() for t in created.spec.tolerations or []]
+    assert {
+        "key": "workload",
+        "operator": "Equal",
+        "value": "ai-ml",
+        "effect": "NoSchedule",
+    } in tolerations
