@@ -16,8 +16,13 @@ POLICY_PLURAL: Final = "tenancypolicies"
 POLICY_SINGULAR: Final = "tenancypolicy"
 DEFAULT_POLICY_NAME: Final = "default"
 
-# Server-side apply: the one field manager every kftenancy write uses.
+# Server-side apply: the field manager every kftenancy write uses ...
 FIELD_MANAGER: Final = "kftenancy"
+# ... except the finalizer on a Profile, which is not ours. An Apply is a manager's whole
+# intent for an object: a finalizer-only Apply as FIELD_MANAGER would delete any Profile
+# field applied under that name (e.g. `kftenancy render --user` applied server-side with
+# --field-manager=kftenancy). This manager never owns anything but the finalizer.
+FINALIZER_FIELD_MANAGER: Final = "kftenancy-finalizer"
 
 # Ownership labels on every object we create (used to find and prune them).
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"

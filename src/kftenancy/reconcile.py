@@ -17,7 +17,7 @@ Namespace (it holds the tenant's data: see `offboard_objects` and `expired_names
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -78,10 +78,14 @@ def is_owned(obj: Mapping[str, Any], tenant: str | None = None) -> bool:
     return tenant is None or labels.get(c.LABEL_TENANT) == tenant
 
 
-def written_by(obj: Mapping[str, Any], manager: str = c.FIELD_MANAGER) -> bool:
-    """True when the newest change recorded in managedFields is `manager`'s own apply: a
-    watch event for it is our own write coming back (a create by onboarding is not). Never for an object being deleted
-    (deletion sets deletionTimestamp without a managedFields entry)."""
+def written_by(
+    obj: Mapping[str, Any],
+    managers: Collection[str] = (c.FIELD_MANAGER, c.FINALIZER_FIELD_MANAGER),
+) -> bool:
+    """True when the newest change recorded in managedFields is an Apply by one of
+    `managers` (ours): a watch event for it is our own write coming back (a create by
+    onboarding is not). Never for an object being deleted (deletion sets
+    deletionTimestamp without a managedFields entry)."""
     meta = obj.get("metadata") or {}
     if meta.get("deletionTimestamp"):
         return False
@@ -90,7 +94,7 @@ def written_by(obj: Mapping[str, Any], manager: str = c.FIELD_MANAGER) -> bool:
         return False
     newest = max(str(e.get("time") or "") for e in entries)
     return all(
-        e.get("manager") == manager and e.get("operation") == "Apply"
+        e.get("manager") in managers and e.get("operation") == "Apply"
         for e in entries
         if str(e.get("time") or "") == newest
     )

@@ -30,7 +30,7 @@ from kftenancy.onboarding import OnboardingError, ensure_profile, offboard
 from kftenancy.policy import TenancyPolicySpec, load_policy
 from kftenancy.profile import parse_profile
 from kftenancy.reconcile import drift, key_of
-from kftenancy.render import tenant_objects
+from kftenancy.render import profile_for_user, tenant_objects
 
 T = TypeVar("T")
 POLICY_API = f"{c.API_GROUP}/{c.API_VERSION}"
@@ -397,6 +397,31 @@ async def test_an_invalid_profile_gets_a_condition_and_an_event_not_a_crash(
         {"metadata": {"annotations": {c.ANN_CONTRIBUTORS: "[]"}}},
     )
     await wait_ready(kube, name)
+
+
+async def test_a_profile_applied_under_our_field_manager_keeps_its_spec_when_finalized(
+    kube: Kube, controller: Controller, policy_name: str
+) -> None:
+    # `kftenancy render --user ID | kubectl apply --server-side --field-manager=kftenancy`
+    # leaves the Profile's spec owned by our manager's Apply. An apply states a manager's
+    # whole intent for an object, so adding the finalizer must not be an Apply by that
+    # same manager with only the finalizer in it: that would delete owner and contributors.
+    doc = profile_for_user(await current_policy(kube, policy_name), f"rita-{uid()}@example.com")
+    doc["spec"]["contributors"] = [{"kind": "User", "name": "bob@example.com", "role": "edit"}]
+    applied = await kube.apply(doc)
+    name = applied["metadata"]["name"]
+
+    async def finalized() -> dict[str, Any] | None:
+        p = await profile(kube, name)
+        return p if p and c.FINALIZER in (p["metadata"].get("finalizers") or []) else None
+
+    try:
+        p = await eventually(finalized, what=f"finalizer on Profile {name}")
+        assert p.get("spec") == applied["spec"]
+        await wait_ready(kube, name)
+    finally:
+        await kube.delete(PROFILE_API_VERSION, c.PROFILE_KIND, name)
+    await eventually(lambda: _gone(kube, name), what="Profile deleted after its finalizer ran")
 
 
 async def test_offboarding_revokes_access_keeps_data_and_reonboarding_restores_it(

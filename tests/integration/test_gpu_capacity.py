@@ -140,8 +140,7 @@ async def controller(lab: LocalCluster, kube: Kube) -> AsyncIterator[Controller]
             for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
                 await ctl.kube.delete("admissionregistration.k8s.io/v1", kind, "kftenancy")
         for tenant in ("ta", "tb", "tc"):
-            # create, not apply: an apply under our field manager would lose spec.owner
-            # to the controller's own finalizer apply.
+            # create (POST), as onboarding does
             await kube.create(
                 {
                     "apiVersion": PROFILE_API_VERSION,

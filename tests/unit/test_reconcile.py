@@ -341,3 +341,10 @@ def test_our_own_write_coming_back_is_recognised_and_nothing_else() -> None:
     created = copy.deepcopy(obj)
     created["metadata"]["managedFields"][0]["operation"] = "Update"  # onboarding's create
     assert not written_by(created)
+    # The Profile finalizer (a manager of its own), in the same second as a status write.
+    finalized = copy.deepcopy(created)
+    for manager in (c.FINALIZER_FIELD_MANAGER, c.FIELD_MANAGER):
+        finalized["metadata"]["managedFields"].append(
+            {"manager": manager, "operation": "Apply", "time": "2026-01-01T00:00:02Z"}
+        )
+    assert written_by(finalized)

@@ -154,6 +154,8 @@ class TenantReconciler:
         return failures
 
     async def _set_finalizer(self, profile: Obj, present: bool) -> None:
+        # Under a manager of its own (see c.FINALIZER_FIELD_MANAGER): this apply must
+        # never drop Profile fields someone applied as FIELD_MANAGER.
         meta = profile["metadata"]
         if (c.FINALIZER in (meta.get("finalizers") or [])) == present:
             return
@@ -166,15 +168,16 @@ class TenantReconciler:
             },
         }
         if present:
-            await self.kube.apply(body)
+            await self.kube.apply_as(body, c.FINALIZER_FIELD_MANAGER)
             return
         try:
-            await self.kube.apply(body)
+            await self.kube.apply_as(body, c.FINALIZER_FIELD_MANAGER)
         except ApiError as err:
             if err.status.code != 404:
                 raise
-        # If our finalizer was added by a different operation (not our Apply), apply
-        # cannot drop it: remove it from the list explicitly.
+        # If our finalizer was added by a different operation or manager (not this Apply;
+        # e.g. as FIELD_MANAGER by an older kftenancy), apply cannot drop it: remove it
+        # from the list explicitly.
         current = await self.kube.get(profile["apiVersion"], profile["kind"], meta["name"])
         if current and c.FINALIZER in (current["metadata"].get("finalizers") or []):
             rest = [f for f in current["metadata"]["finalizers"] if f != c.FINALIZER]

@@ -308,8 +308,9 @@ class Kube:
         return _plain(got)
 
     async def apply_as(self, obj: Obj, field_manager: str) -> Obj:
-        """Server-side apply under another field manager (tools and tests that stand in
-        for other controllers; kftenancy itself always uses `apply`)."""
+        """Server-side apply under another field manager: the Profile finalizer
+        (c.FINALIZER_FIELD_MANAGER), and tools and tests that stand in for other
+        controllers. Everything else kftenancy writes goes through `apply`."""
         k = await self.kind(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
         kwargs: dict[str, Any] = {"namespace": meta["namespace"]} if k.namespaced else {}
