@@ -55,6 +55,25 @@ async def upstream_controller(cluster: LocalCluster, kube: Kube) -> AsyncIterato
     await kube.delete(POLICY_API, c.POLICY_KIND, name)
 
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def tenant(kube: Kube, upstream_controller: Controller) -> AsyncIterator[str]:
+    """A fresh Profile name. Afterwards the Profile is deleted (offboarded through the
+    finalizer by the still running controller) and its namespace too: a left-over
+    Profile is cluster-scoped and would become a tenant of every controller a later test
+    runs, one whose namespace (upstream's, not labelled ours) it must refuse."""
+    name = f"kf-{uid()}"
+    yield name
+    await kube.delete(PROFILE_API_VERSION, c.PROFILE_KIND, name)
+    await eventually(
+        lambda: _gone(kube, name), what=f"Profile {name} deleted after its finalizer ran"
+    )
+    await kube.delete("v1", "Namespace", name)
+
+
+async def _gone(kube: Kube, name: str) -> bool:
+    return await kube.get(PROFILE_API_VERSION, c.PROFILE_KIND, name) is None
+
+
 async def upstream_creates(kube: Kube, profile: dict[str, Any]) -> None:
     """What Kubeflow's profile-controller creates for a Profile (as an Update, its way)."""
     name, owner = profile["metadata"]["name"], profile["spec"]["owner"]["name"]
@@ -128,9 +147,9 @@ async def upstream_creates(kube: Kube, profile: dict[str, Any]) -> None:
 
 
 async def test_with_upstream_kftenancy_manages_only_the_rest_without_field_fights(
-    kube: Kube, upstream_controller: Controller
+    kube: Kube, upstream_controller: Controller, tenant: str
 ) -> None:
-    name = f"kf-{uid()}"
+    name = tenant
     await kube.create(
         {
             "apiVersion": PROFILE_API_VERSION,
