@@ -1,15 +1,21 @@
 """A flood of random bearer tokens at the gateway: TokenReviews spent, legitimate p99.
 
     .venv/bin/python bench/gateway_flood.py [--runs 3] [--tokens 10000] [--rate 500]
-                                            [--legit-connections 4] [--no-limits]
+                                            [--legit-connections 4] [--legit-rate R]
+                                            [--no-limits] [--global-limit RATE/BURST]
 
 Setup (stated with the numbers it prints):
 - a real local control plane (etcd + kube-apiserver); `kftenancy run gateway --mode
   ext-authz` as its own process pinned to one CPU, default flood limits (or none with
   `--no-limits`), TokenReview and SubjectAccessReview on the real API server;
-- legitimate load: a closed loop of N keep-alive TLS connections sending checks with one
-  of 20 service-account tokens (verified and authorized once before timing: warm caches)
-  from their own addresses (`x-forwarded-for`, as Envoy sends it);
+- legitimate load: N keep-alive TLS connections sending checks with one of 20
+  service-account tokens (verified and authorized once before timing: warm caches) from
+  their own addresses (`x-forwarded-for`, as Envoy sends it). Either a closed loop (the
+  default: each connection sends its next check as soon as the last is answered, which
+  keeps the gateway's core busy, the worst case for the tail) or, with `--legit-rate R`,
+  an open loop of R checks per second (users arriving at a given rate, as at the budget's
+  3,000 checks/s; latency counted from the moment a check is started, so one waiting for
+  a free connection counts as slow);
 - each run: a fresh gateway; 5 s quiet (legitimate load only); then a flood of T random
   bearer tokens sent open-loop at R per second from one address; then the same flood from
   T/10 addresses. The legitimate load runs throughout. The flood is sent from a second
@@ -230,7 +236,8 @@ async def one_run(
     admin_ctx = cluster._ssl_context()
     out: dict[str, Any] = {}
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        legit_pool = aiohttp.TCPConnector(limit=args.legit_connections + 2)  # + metric reads
+        async with aiohttp.ClientSession(connector=legit_pool) as http:
             for _ in range(300):
                 try:
                     async with http.get(base + "/readyz", ssl=ctx) as r:
@@ -248,24 +255,45 @@ async def one_run(
             bad: list[int] = []
             stop = asyncio.Event()
 
-            async def legit(n: int) -> None:
+            async def one_check(i: int) -> None:
+                tok = tokens[i % len(tokens)]
+                headers = {
+                    "authorization": f"Bearer {tok}",
+                    "x-forwarded-for": f"198.51.100.{i % len(tokens)}",
+                }
+                t0 = time.perf_counter()
+                async with http.get(base + "/check/x", headers=headers, ssl=ctx) as r:
+                    await r.read()
+                    if r.status != 200:
+                        bad.append(r.status)
+                if phase[0] in latencies:
+                    latencies[phase[0]].append(time.perf_counter() - t0)
+
+            async def closed_loop(n: int) -> None:
                 i = n
                 while not stop.is_set():
-                    tok = tokens[i % len(tokens)]
-                    headers = {
-                        "authorization": f"Bearer {tok}",
-                        "x-forwarded-for": f"198.51.100.{i % len(tokens)}",
-                    }
-                    t0 = time.perf_counter()
-                    async with http.get(base + "/check/x", headers=headers, ssl=ctx) as r:
-                        await r.read()
-                        if r.status != 200:
-                            bad.append(r.status)
-                    if phase[0] in latencies:
-                        latencies[phase[0]].append(time.perf_counter() - t0)
+                    await one_check(i)
                     i += args.legit_connections
 
-            loops = [asyncio.create_task(legit(n)) for n in range(args.legit_connections)]
+            async def open_loop(rate: float) -> None:
+                """Checks started at `rate`/s whatever the answers take (users do not wait
+                for each other); a check waiting for a free connection counts as slow."""
+                running: set[asyncio.Task[None]] = set()
+                started, i = time.perf_counter(), 0
+                while not stop.is_set():
+                    delay = started + i / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    task = asyncio.create_task(one_check(i))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    i += 1
+                await asyncio.gather(*running)
+
+            if args.legit_rate:
+                loops = [asyncio.create_task(open_loop(args.legit_rate))]
+            else:
+                loops = [asyncio.create_task(closed_loop(n)) for n in range(args.legit_connections)]
             await asyncio.sleep(5)
             for name, many in (("flood-1", False), ("flood-many", True)):
                 gw_before = await metric(
@@ -335,8 +363,17 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=500.0, help="flood tokens per second")
     parser.add_argument("--legit-connections", type=int, default=4)
+    parser.add_argument(
+        "--legit-rate",
+        type=float,
+        default=0.0,
+        help="legitimate checks per second, open loop over the connections (default: a "
+        "closed loop, each connection sending its next check when the last is answered)",
+    )
     parser.add_argument("--no-limits", action="store_true", help="limits off (for comparison)")
-    parser.add_argument("--global-limit", help="RATE/BURST for all TokenReviews (default: the gateway's)")
+    parser.add_argument(
+        "--global-limit", help="RATE/BURST for all TokenReviews (default: the gateway's)"
+    )
     args = parser.parse_args()
     pin(1)
     lim = FloodLimits()
@@ -346,7 +383,7 @@ def main() -> None:
         print("no limits: the 'bound' figures below are what the default limits would allow")
     print(
         f"limits: {'OFF' if args.no_limits else f'per client {lim.token_review_per_client}, global {lim.token_review_global}, in flight {lim.token_review_inflight}'}; "
-        f"flood {args.tokens} random tokens at {args.rate:g}/s; {args.legit_connections} legitimate connections; {load()}"
+        f"flood {args.tokens} random tokens at {args.rate:g}/s; legitimate load: {f'{args.legit_rate:g} checks/s open loop over ' if args.legit_rate else 'closed loop on '}{args.legit_connections} connections; {load()}"
     )
     with LocalCluster() as cluster:
         tokens = asyncio.run(prepare(cluster))

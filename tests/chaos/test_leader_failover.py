@@ -33,7 +33,7 @@ from kftenancy.kube import Kube
 from kftenancy.lab.cluster import LocalCluster
 from kftenancy.reconcile import parse_time
 
-TENANTS = 300
+TENANTS = 500
 LEASE_NAMESPACE = "kftenancy-system"
 LEASE_API = "coordination.k8s.io/v1"
 LEASE_NAME = "kftenancy-controller"
