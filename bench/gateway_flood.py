@@ -16,7 +16,8 @@ Setup (stated with the numbers it prints):
   an open loop of R checks per second (users arriving at a given rate, as at the budget's
   3,000 checks/s; latency counted from the moment a check is started, so one waiting for
   a free connection counts as slow);
-- each run: a fresh gateway; 5 s quiet (legitimate load only); then a flood of T random
+- each run: a fresh gateway; 20 s quiet (legitimate load only, `--quiet-seconds`: as long
+  as a flood, so both p99s rest on as many samples); then a flood of T random
   bearer tokens sent open-loop at R per second from one address; then the same flood from
   T/10 addresses. The legitimate load runs throughout. The flood is sent from a second
   process pinned, like the legitimate client, to the other CPU; etcd and kube-apiserver
@@ -294,7 +295,7 @@ async def one_run(
                 loops = [asyncio.create_task(open_loop(args.legit_rate))]
             else:
                 loops = [asyncio.create_task(closed_loop(n)) for n in range(args.legit_connections)]
-            await asyncio.sleep(5)
+            await asyncio.sleep(args.quiet_seconds)
             for name, many in (("flood-1", False), ("flood-many", True)):
                 gw_before = await metric(
                     http, base + "/metrics", ctx, "kftenancy_gateway_api_calls_total", "tokenreview"
@@ -363,6 +364,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=500.0, help="flood tokens per second")
     parser.add_argument("--legit-connections", type=int, default=4)
+    parser.add_argument("--quiet-seconds", type=float, default=20.0)
     parser.add_argument(
         "--legit-rate",
         type=float,

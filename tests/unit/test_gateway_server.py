@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
@@ -9,7 +10,7 @@ from kftenancy.gateway.authz import AuthzResult
 from kftenancy.gateway.decision import decide
 from kftenancy.gateway.identity import Identity
 from kftenancy.policy import load_policy
-from kftenancy.servers.gateway import request_from_aiohttp, token_key, upstream_headers
+from kftenancy.servers.gateway import env_proxy, request_from_aiohttp, token_key, upstream_headers
 
 
 def test_upstream_headers_strip_identity_and_hop_by_hop_and_set_ours() -> None:
@@ -55,3 +56,19 @@ def test_upstream_headers_strip_identity_and_hop_by_hop_and_set_ours() -> None:
 def test_token_cache_key_is_a_digest_not_the_token() -> None:
     key = token_key("secret-token")
     assert b"secret-token" not in key and len(key) == 32
+
+
+def test_env_proxy_names_the_https_proxy_unless_the_api_server_is_exempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    server = "https://10.96.0.1:443"
+    assert env_proxy(server) is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    assert env_proxy(server) == "http://proxy.corp:3128"
+    assert env_proxy("http://plain.example") is None  # only the scheme's own proxy
+    monkeypatch.setenv("NO_PROXY", "10.96.0.1,.svc")
+    assert env_proxy(server) is None
+    assert env_proxy("https://kubernetes.default.svc") is None
+    assert env_proxy("https://api.example.com:6443") == "http://proxy.corp:3128"
