@@ -19,7 +19,8 @@ Setup (stated with the numbers it prints):
 - each run: a fresh gateway; 20 s quiet (legitimate load only, `--quiet-seconds`: as long
   as a flood, so both p99s rest on as many samples); then a flood of T random
   bearer tokens sent open-loop at R per second from one address; then the same flood from
-  T/10 addresses. The legitimate load runs throughout. The flood is sent from a second
+  T/10 addresses (each flood from a sender process started, and past its own start-up,
+  before the flood's clock starts). The legitimate load runs throughout. The flood is sent from a second
   process pinned, like the legitimate client, to the other CPU; etcd and kube-apiserver
   run there too (the bench pins itself before starting them), so the gateway's CPU runs
   only the gateway, as in a cluster whose API server runs on other nodes;
@@ -156,9 +157,15 @@ async def metric(
     )
 
 
-def flood_main(url: str, ca_file: str, tokens: int, rate: float, many: bool, out: Any) -> None:
-    """Send `tokens` random bearer tokens open-loop at `rate`/s (separate process)."""
+def flood_main(
+    url: str, ca_file: str, tokens: int, rate: float, many: bool, out: Any, start: Any
+) -> None:
+    """Send `tokens` random bearer tokens open-loop at `rate`/s (separate process), once
+    `start` is set: the process's own start-up (a Python interpreter importing aiohttp on
+    the legitimate client's CPU) is not part of the flood."""
     pin(1)
+    out.send("ready")
+    start.wait()
 
     async def go() -> dict[str, Any]:
         ctx = ssl.create_default_context(cafile=ca_file)
@@ -307,9 +314,10 @@ async def one_run(
                     "apiserver_request_total",
                     'resource="tokenreviews"',
                 )
-                phase[0] = name
                 recv, send = mp.Pipe(duplex=False)
-                p = mp.get_context("spawn").Process(
+                spawn = mp.get_context("spawn")
+                start = spawn.Event()
+                p = spawn.Process(
                     target=flood_main,
                     args=(
                         base + "/check/x",
@@ -318,9 +326,14 @@ async def one_run(
                         args.rate,
                         many,
                         send,
+                        start,
                     ),
                 )
                 p.start()
+                assert await asyncio.to_thread(recv.recv) == "ready"
+                await asyncio.sleep(1)
+                phase[0] = name
+                start.set()
                 result = await asyncio.to_thread(recv.recv)
                 await asyncio.to_thread(p.join)
                 phase[0] = "between"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -128,6 +129,11 @@ async def serve(
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=server_ssl_context(tls_cert, tls_key))
     await site.start()
+    # Everything made so far (modules, the policy, the app) lives as long as the process:
+    # keep it out of the cyclic collector, whose full collections would otherwise walk
+    # it all (tens of milliseconds with every request waiting) and come more often under
+    # a flood. Only objects made per request or per cache entry are collected from now on.
+    gc.freeze()
     log.info("gateway listening on https://%s:%d (%s)", host, port, mode)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
