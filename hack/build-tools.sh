@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Builds the install tools the test suite runs (helm; operator-verify, the OLM bundle
-# validator) from the Go module proxy into a cache keyed by module version:
+# validator) and, when asked, the benchmarks' load generator (vegeta) from the Go module
+# proxy into a cache keyed by module version:
 #   ${KFTENANCY_CACHE:-$HOME/.cache/kftenancy}/bin/<module version>/<tool>
 # Idempotent (a warm run takes well under a second). Versions are pinned in
-# hack/helm/go.mod and hack/olm/go.mod. A sibling of build-control-plane.sh, same rules.
-# Usage: hack/build-tools.sh [--print-dir] [helm|operator-verify ...]   (default: both)
+# hack/helm/go.mod, hack/olm/go.mod and hack/vegeta/go.mod. A sibling of
+# build-control-plane.sh, same rules.
+# Usage: hack/build-tools.sh [--print-dir] [helm|operator-verify|vegeta ...]
+#        (default: helm and operator-verify, what the test suite needs)
 set -euo pipefail
 HACK=$(cd "$(dirname "$0")" && pwd)
 CACHE=${KFTENANCY_CACHE:-$HOME/.cache/kftenancy}
@@ -12,9 +15,23 @@ CACHE=${KFTENANCY_CACHE:-$HOME/.cache/kftenancy}
 pinned() {  # pinned <go.mod> <module path> -> version
   awk -v m="$2" '$1 == m && $2 ~ /^v/ {print $2; exit} $1 == "require" && $2 == m {print $3; exit}' "$1"
 }
-module_of() { case "$1" in helm) echo helm ;; operator-verify) echo olm ;; esac; }
-mod_path_of() { case "$1" in helm) echo helm.sh/helm/v3 ;; operator-verify) echo github.com/operator-framework/api ;; esac; }
-pkg_of() { case "$1" in helm) echo helm.sh/helm/v3/cmd/helm ;; operator-verify) echo github.com/operator-framework/api/cmd/operator-verify ;; esac; }
+module_of() {
+  case "$1" in helm) echo helm ;; operator-verify) echo olm ;; vegeta) echo vegeta ;; esac
+}
+mod_path_of() {
+  case "$1" in
+    helm) echo helm.sh/helm/v3 ;;
+    operator-verify) echo github.com/operator-framework/api ;;
+    vegeta) echo github.com/tsenart/vegeta/v12 ;;
+  esac
+}
+pkg_of() {
+  case "$1" in
+    helm) echo helm.sh/helm/v3/cmd/helm ;;
+    operator-verify) echo github.com/operator-framework/api/cmd/operator-verify ;;
+    vegeta) echo github.com/tsenart/vegeta/v12 ;;
+  esac
+}
 version_of() { pinned "$HACK/$(module_of "$1")/go.mod" "$(mod_path_of "$1")"; }
 
 print_dir=false
@@ -22,8 +39,8 @@ want=()
 for arg in "$@"; do
   case "$arg" in
     --print-dir) print_dir=true ;;
-    helm|operator-verify) want+=("$arg") ;;
-    *) echo "usage: $0 [--print-dir] [helm|operator-verify ...]" >&2; exit 2 ;;
+    helm|operator-verify|vegeta) want+=("$arg") ;;
+    *) echo "usage: $0 [--print-dir] [helm|operator-verify|vegeta ...]" >&2; exit 2 ;;
   esac
 done
 [ ${#want[@]} -gt 0 ] || want=(helm operator-verify)
@@ -65,6 +82,7 @@ for t in "${missing[@]}"; do
   ! built "$t" || continue   # built by a concurrent run while we waited for the lock
   ldflags=(-s -w)
   [ "$t" != helm ] || ldflags+=(-X "helm.sh/helm/v3/internal/version.version=$version")
+  [ "$t" != vegeta ] || ldflags+=(-X "main.Version=$version")
   mkdir -p "$dir"
   start=$SECONDS
   echo "building $t $version (CGO_ENABLED=0) ..." >&2

@@ -1,5 +1,6 @@
-"""Where the install tools (helm, operator-verify) are: `hack/build-tools.sh` builds and
-caches them by version (the one source of versions and paths); this module asks it."""
+"""Where the install tools (helm, operator-verify) and the benchmarks' load generator
+(vegeta) are: `hack/build-tools.sh` builds and caches them by version (the one source of
+versions and paths); this module asks it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ TOOLS_SCRIPT = Path(__file__).resolve().parents[3] / "hack" / "build-tools.sh"
 
 
 def tool(name: str, *, build: bool = True) -> Path:
-    """The path of `name` (helm | operator-verify), built first when missing and `build`.
+    """The path of `name` (helm | operator-verify | vegeta), built first when missing and
+    `build`.
     Raises ControlPlaneError naming the fix when it cannot be had."""
     if not TOOLS_SCRIPT.is_file():
         raise ControlPlaneError(f"cannot find {TOOLS_SCRIPT} (not a source checkout)")
