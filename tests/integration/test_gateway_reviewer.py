@@ -2,13 +2,15 @@
 credential a gateway runs with: a client certificate (the lab), a bearer token in a file
 that the kubelet rotates (in-cluster: lightkube's `tokenFile`, re-read on a 401), and a
 credential the API server refuses or an identity without `system:auth-delegator` (the
-gateway then answers 503 with a reason and logs the API server's message, never a 500).
+gateway then answers 503 with a reason and logs the API server's message, never a 500);
+and a burst of reviews sharing a few kept connections instead of a TLS handshake each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,12 +24,13 @@ from lightkube.config.kubeconfig import KubeConfig
 from lightkube.models.authentication_v1 import TokenRequest, TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ServiceAccount, ServiceAccountToken
+from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 
 from kftenancy.gateway.identity import Request
 from kftenancy.gateway.signer import KeyRing, SigningKey
 from kftenancy.lab.cluster import LocalCluster
 from kftenancy.policy import load_policy
-from kftenancy.servers.gateway import Gateway, KubeReviewer, ReviewFailed
+from kftenancy.servers.gateway import REVIEW_CONNECTIONS, Gateway, KubeReviewer, ReviewFailed
 
 RBAC = "rbac.authorization.k8s.io"
 
@@ -45,6 +48,21 @@ async def _token(admin: AsyncClient, ns: str, sa: str) -> str:
     return str(issued.status.token)
 
 
+async def _bind_auth_delegator(admin: AsyncClient, subjects: list[dict[str, str]]) -> str:
+    """Bind `subjects` to `system:auth-delegator` (as the chart binds the gateway); the
+    binding's name, for the caller to delete."""
+    name = f"reviewer-test-{uuid.uuid4().hex[:8]}"
+    binding = {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": subjects,
+    }
+    await admin.apply(codecs.from_dict(binding), field_manager="test")
+    return name
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def accounts(admin: AsyncClient, namespace: str) -> AsyncIterator[dict[str, str]]:
     """Tokens of service accounts in a fresh namespace: `reviewer-a` and `reviewer-b` may
@@ -52,29 +70,14 @@ async def accounts(admin: AsyncClient, namespace: str) -> AsyncIterator[dict[str
     names = ["reviewer-a", "reviewer-b", "nobody", "user"]
     for sa in names:
         await admin.create(ServiceAccount(metadata=ObjectMeta(name=sa, namespace=namespace)))
-    crb = f"reviewer-test-{uuid.uuid4().hex[:8]}"
-    await admin.apply(
-        codecs.from_dict(
-            {
-                "apiVersion": f"{RBAC}/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": crb},
-                "roleRef": {
-                    "apiGroup": RBAC,
-                    "kind": "ClusterRole",
-                    "name": "system:auth-delegator",
-                },
-                "subjects": [
-                    {"kind": "ServiceAccount", "name": sa, "namespace": namespace}
-                    for sa in ("reviewer-a", "reviewer-b")
-                ],
-            }
-        ),
-        field_manager="test",
+    crb = await _bind_auth_delegator(
+        admin,
+        [
+            {"kind": "ServiceAccount", "name": sa, "namespace": namespace}
+            for sa in ("reviewer-a", "reviewer-b")
+        ],
     )
     yield {sa: await _token(admin, namespace, sa) for sa in names}
-    from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
-
     await admin.delete(ClusterRoleBinding, crb)
 
 
@@ -110,26 +113,8 @@ async def test_a_client_certificate_reviewer_authenticates_tokens_and_refuses_ba
     )
     # the certificate user may review once bound (as the chart binds the gateway)
     admin = AsyncClient(config=KubeConfig.from_file(cluster.admin_kubeconfig), trust_env=False)
-    crb = f"reviewer-cert-{uuid.uuid4().hex[:8]}"
-    from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
-
-    await admin.apply(
-        codecs.from_dict(
-            {
-                "apiVersion": f"{RBAC}/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": crb},
-                "roleRef": {
-                    "apiGroup": RBAC,
-                    "kind": "ClusterRole",
-                    "name": "system:auth-delegator",
-                },
-                "subjects": [
-                    {"apiGroup": RBAC, "kind": "User", "name": "kftenancy-gateway-reviewer"}
-                ],
-            }
-        ),
-        field_manager="test",
+    crb = await _bind_auth_delegator(
+        admin, [{"apiGroup": RBAC, "kind": "User", "name": "kftenancy-gateway-reviewer"}]
     )
     reviewer = KubeReviewer(client)
     try:
@@ -226,6 +211,55 @@ async def test_a_reviewer_without_rights_makes_the_gateway_answer_503_with_the_r
         logged = [r.getMessage() for r in caplog.records if "TokenReview failed" in r.getMessage()]
         assert logged and "403" in logged[0] and "forbidden" in logged[0]
         assert accounts["user"] not in " ".join(logged)  # never a token in the log
+    finally:
+        await reviewer.close()
+        await client.close()
+
+
+def _connections_to(port: int) -> set[str]:
+    """The ESTABLISHED TCP connections this process holds to `port` on this machine, as
+    socket inodes (its fds matched against /proc/net/tcp, IPv4 and IPv6)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and fields[3] == "01" and fields[9] in inodes:
+                found.add(fields[9])
+    return found
+
+
+async def test_a_burst_of_reviews_shares_a_few_kept_connections_to_the_api_server(
+    cluster: LocalCluster, accounts: dict[str, str]
+) -> None:
+    """16 concurrent TokenReviews (a flood's admitted burst) open at most
+    REVIEW_CONNECTIONS connections, not one TLS handshake each, and the next burst
+    reuses them."""
+    token_file_dir = Path(cluster.workdir) / f"reviewer-burst-{uuid.uuid4().hex[:8]}"
+    token_file_dir.mkdir()
+    token_file = token_file_dir / "token"
+    token_file.write_text(accounts["reviewer-a"])
+    client = _token_file_client(cluster, token_file, token_file_dir)
+    reviewer = KubeReviewer(client)
+    port = int(cluster.server.rsplit(":", 1)[1])
+    before = _connections_to(port)
+    try:
+        burst = [accounts["user"]] * 8 + [f"not-a-token-{i}" for i in range(8)]
+        first = await asyncio.gather(*(reviewer.token_review(t) for t in burst))
+        assert [bool(r.get("authenticated")) for r in first] == [True] * 8 + [False] * 8
+        opened = _connections_to(port) - before  # (other clients' idle ones may close)
+        assert 1 <= len(opened) <= REVIEW_CONNECTIONS, len(opened)
+        second = await asyncio.gather(*(reviewer.token_review(t) for t in burst))
+        assert [bool(r.get("authenticated")) for r in second] == [True] * 8 + [False] * 8
+        assert _connections_to(port) - before == opened  # the same connections, kept
     finally:
         await reviewer.close()
         await client.close()

@@ -136,6 +136,15 @@ class Reviewer(Protocol):
 TOKEN_REVIEWS_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
 ACCESS_REVIEWS_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 REVIEW_TIMEOUT_SECONDS = 10.0
+# The review client's connections to the API server: a few, kept. A burst of reviews
+# (the TokenReviews a flood is allowed, a wave of new users) otherwise opens one new TLS
+# connection per concurrent review (aiohttp's pool allows 100), each a handshake that
+# costs the gateway's event loop and the API server far more than the review itself, and
+# in the flood benchmark stalled every legitimate check for the first second of a flood.
+# Kept idle for 60 s, below kube-apiserver's 90 s idle timeout (k8s.io/apiserver
+# secure_serving.go), so the pool outlives the gaps between bursts.
+REVIEW_CONNECTIONS = 4
+REVIEW_KEEPALIVE_SECONDS = 60.0
 
 
 def env_proxy(url: str) -> str | None:
@@ -218,7 +227,13 @@ class KubeReviewer:
             # trust_env=False: with it aiohttp looks up ~/.netrc and the proxy variables in a
             # worker thread on every request (two thread hops per review, each a fight for
             # the GIL with the event loop); the proxy is looked up once instead (`env_proxy`).
-            self._session = aiohttp.ClientSession(timeout=self.timeout, trust_env=False)
+            # At most REVIEW_CONNECTIONS connections: further reviews wait for a free one.
+            connector = aiohttp.TCPConnector(
+                limit=REVIEW_CONNECTIONS, keepalive_timeout=REVIEW_KEEPALIVE_SECONDS
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self.timeout, trust_env=False
+            )
         url = self.base + path
         request = httpx2.Request("POST", url)
         flow = self.auth.async_auth_flow(request) if self.auth is not None else None
