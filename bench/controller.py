@@ -92,7 +92,9 @@ class ReadyWatch:
         self.client = client
         self.ready_at: dict[str, float] = {}
         self.changed = asyncio.Event()
-        self.profile = create_global_resource(c.KUBEFLOW_GROUP, "v1", c.PROFILE_KIND, c.PROFILE_PLURAL)
+        self.profile = create_global_resource(
+            c.KUBEFLOW_GROUP, "v1", c.PROFILE_KIND, c.PROFILE_PLURAL
+        )
 
     async def run(self) -> None:
         async for _, obj in self.client.watch(self.profile):
@@ -110,7 +112,9 @@ class ReadyWatch:
             left = deadline - time.perf_counter()
             if left <= 0:
                 missing = [n for n in names if n not in self.ready_at]
-                raise SystemExit(f"{len(missing)} Profiles not Ready after {within:.0f}s, e.g. {missing[:3]}")
+                raise SystemExit(
+                    f"{len(missing)} Profiles not Ready after {within:.0f}s, e.g. {missing[:3]}"
+                )
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), min(left, 1.0))
@@ -146,7 +150,9 @@ async def create_profiles(kube: Kube, users: list[str]) -> dict[str, float]:
     return sent
 
 
-async def apiserver_requests(http: aiohttp.ClientSession, cluster: LocalCluster) -> dict[str, float]:
+async def apiserver_requests(
+    http: aiohttp.ClientSession, cluster: LocalCluster
+) -> dict[str, float]:
     """The API server's own request counts, by "VERB resource" (watches included)."""
     ctx = ssl.create_default_context(cafile=str(cluster.ca_file))
     ctx.load_cert_chain(str(cluster.pki / "admin.crt"), str(cluster.pki / "admin.key"))
@@ -157,7 +163,9 @@ async def apiserver_requests(http: aiohttp.ClientSession, cluster: LocalCluster)
         if family.name == "apiserver_request":
             for s in family.samples:
                 if s.name.endswith("_total"):
-                    resource = s.labels.get("resource", "") + (f"/{s.labels['subresource']}" if s.labels.get("subresource") else "")
+                    resource = s.labels.get("resource", "") + (
+                        f"/{s.labels['subresource']}" if s.labels.get("subresource") else ""
+                    )
                     key = f"{s.labels.get('verb')} {resource}"
                     out[key] = out.get(key, 0.0) + s.value
     return out
@@ -178,7 +186,14 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
     cluster.install_crds(bundled_crds())
     checkpoints = sorted({int(x) for x in args.rss_at.split(",") if x})
     kube = Kube.from_kubeconfig(str(cluster.admin_kubeconfig))
-    await kube.apply({"apiVersion": f"{c.API_GROUP}/{c.API_VERSION}", "kind": c.POLICY_KIND, "metadata": {"name": POLICY_NAME}, "spec": POLICY})
+    await kube.apply(
+        {
+            "apiVersion": f"{c.API_GROUP}/{c.API_VERSION}",
+            "kind": c.POLICY_KIND,
+            "metadata": {"name": POLICY_NAME},
+            "spec": POLICY,
+        }
+    )
     port = free_port()
     env = {
         **os.environ,
@@ -195,7 +210,13 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
     log_path = cluster.workdir / "controller-bench.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any timing
-            [str(Path(sys.executable).parent / "kftenancy"), "run", "controller", "--policy-name", POLICY_NAME],
+            [
+                str(Path(sys.executable).parent / "kftenancy"),
+                "run",
+                "controller",
+                "--policy-name",
+                POLICY_NAME,
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -204,7 +225,9 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    watch_client = AsyncClient(config=KubeConfig.from_file(cluster.admin_kubeconfig), trust_env=False)
+    watch_client = AsyncClient(
+        config=KubeConfig.from_file(cluster.admin_kubeconfig), trust_env=False
+    )
     watcher = ReadyWatch(watch_client)
     watch_task = asyncio.create_task(watcher.run())
     try:
@@ -220,7 +243,9 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"controller did not become ready; see {log_path}")
                 await asyncio.sleep(0.2)
-            print(f"controller ready (pid {proc.pid}, RSS {rss_mb(proc.pid):.0f} MB idle; {load()})")
+            print(
+                f"controller ready (pid {proc.pid}, RSS {rss_mb(proc.pid):.0f} MB idle; {load()})"
+            )
             run_id = uuid.uuid4().hex[:5]
 
             # warm-up (not timed): the watch is established and first-use caches are filled
@@ -231,37 +256,63 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
             took = []
             for i in range(args.single):
                 sent = await create_profiles(kube, [f"single-{run_id}-{i}@example.com"])
-                (name, t0), = sent.items()
+                ((name, t0),) = sent.items()
                 await watcher.wait([name], 60)
                 took.append(watcher.ready_at[name] - t0)
             if took:
-                print(f"single tenant, Profile created -> Ready: p50 {ms(quantile(took, 0.5))}, p99 {ms(quantile(took, 0.99))} (n={len(took)}; budget p99 <= 500 ms)")
+                print(
+                    f"single tenant, Profile created -> Ready: p50 {ms(quantile(took, 0.5))}, p99 {ms(quantile(took, 0.99))} (n={len(took)}; budget p99 <= 500 ms)"
+                )
 
             # 2. a burst
             before = await writes(http, url + "/metrics", ctx)
             requests_before = await apiserver_requests(http, cluster)
             cpu_before = cpu_of(cluster, proc.pid)
             began = time.perf_counter()
-            sent = await create_profiles(kube, [f"burst-{run_id}-{i}@example.com" for i in range(args.burst)])
+            sent = await create_profiles(
+                kube, [f"burst-{run_id}-{i}@example.com" for i in range(args.burst)]
+            )
             created = time.perf_counter() - began
             await watcher.wait(list(sent), 900)
             all_ready = max(watcher.ready_at[n] for n in sent) - began
             took = [watcher.ready_at[n] - t0 for n, t0 in sent.items()]
             cpu = {k: v - cpu_before[k] for k, v in cpu_of(cluster, proc.pid).items()}
-            print(f"burst of {args.burst}: creates took {created:.1f} s; Profile -> Ready p50 {quantile(took, 0.5):.2f} s, p99 {quantile(took, 0.99):.2f} s; all Ready after {all_ready:.1f} s ({args.burst / all_ready:.1f} tenants/s; budget 1,000 in <= 60 s; {load()})")
-            print(f"  CPU over the burst ({all_ready:.1f} s wall, {2 * all_ready:.1f} core-seconds on 2 cores): " + ", ".join(f"{k} {v:.1f} s" for k, v in cpu.items()) + f"; controller {cpu['controller'] / args.burst * 1000:.0f} ms per tenant")
+            print(
+                f"burst of {args.burst}: creates took {created:.1f} s; Profile -> Ready p50 {quantile(took, 0.5):.2f} s, p99 {quantile(took, 0.99):.2f} s; all Ready after {all_ready:.1f} s ({args.burst / all_ready:.1f} tenants/s; budget 1,000 in <= 60 s; {load()})"
+            )
+            print(
+                f"  CPU over the burst ({all_ready:.1f} s wall, {2 * all_ready:.1f} core-seconds on 2 cores): "
+                + ", ".join(f"{k} {v:.1f} s" for k, v in cpu.items())
+                + f"; controller {cpu['controller'] / args.burst * 1000:.0f} ms per tenant"
+            )
             await asyncio.sleep(3)  # let the follow-up reconciles (our own watch events) finish
             after = await writes(http, url + "/metrics", ctx)
             requests_after = await apiserver_requests(http, cluster)
             w = total(after, "kftenancy_api_writes") - total(before, "kftenancy_api_writes")
-            by_verb = {k.split(":")[1]: after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("kftenancy_api_writes")}
-            objects = len(await kube.list_owned([("v1", "ServiceAccount")], tenant=next(iter(sent))))
-            print(f"  controller API writes per tenant: {w / args.burst:.1f} ({', '.join(f'{k} {v / args.burst:.1f}' for k, v in sorted(by_verb.items()) if v)}); {objects} ServiceAccounts per tenant as a sanity check")
+            by_verb = {
+                k.split(":")[1]: after.get(k, 0) - before.get(k, 0)
+                for k in after
+                if k.startswith("kftenancy_api_writes")
+            }
+            objects = len(
+                await kube.list_owned([("v1", "ServiceAccount")], tenant=next(iter(sent)))
+            )
+            print(
+                f"  controller API writes per tenant: {w / args.burst:.1f} ({', '.join(f'{k} {v / args.burst:.1f}' for k, v in sorted(by_verb.items()) if v)}); {objects} ServiceAccounts per tenant as a sanity check"
+            )
             delta = {k: v - requests_before.get(k, 0.0) for k, v in requests_after.items()}
             delta["POST profiles"] = delta.get("POST profiles", 0.0) - args.burst  # the bench's own
             delta = {k: v for k, v in delta.items() if v >= args.burst * 0.05}
-            print(f"  API requests per tenant (API server's count, controller only): {sum(delta.values()) / args.burst:.1f}: " + ", ".join(f"{k} {v / args.burst:.1f}" for k, v in sorted(delta.items(), key=lambda kv: -kv[1])))
-            print(f"  client concurrency: {args.workers} reconcile workers, at most 16 requests in flight per process (Kube max_inflight)")
+            print(
+                f"  API requests per tenant (API server's count, controller only): {sum(delta.values()) / args.burst:.1f}: "
+                + ", ".join(
+                    f"{k} {v / args.burst:.1f}"
+                    for k, v in sorted(delta.items(), key=lambda kv: -kv[1])
+                )
+            )
+            print(
+                f"  client concurrency: {args.workers} reconcile workers, at most 16 requests in flight per process (Kube max_inflight)"
+            )
 
             # 3. fill up, reading memory at each checkpoint; one full resync at the first
             have = 1 + args.single + args.burst
@@ -269,9 +320,14 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
             for i, target in enumerate(checkpoints):
                 if target > have:
                     began = time.perf_counter()
-                    sent = await create_profiles(kube, [f"fill-{run_id}-{have + j}@example.com" for j in range(target - have)])
+                    sent = await create_profiles(
+                        kube,
+                        [f"fill-{run_id}-{have + j}@example.com" for j in range(target - have)],
+                    )
                     await watcher.wait(list(sent), 3600)
-                    print(f"filled to {target} tenants ({len(sent)} more in {time.perf_counter() - began:.1f} s, {len(sent) / (time.perf_counter() - began):.1f} tenants/s)")
+                    print(
+                        f"filled to {target} tenants ({len(sent)} more in {time.perf_counter() - began:.1f} s, {len(sent) / (time.perf_counter() - began):.1f} tenants/s)"
+                    )
                     have = target
                 await asyncio.sleep(5)
                 if i == 0 and args.resync_check:
@@ -281,15 +337,28 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
                     while True:
                         await asyncio.sleep(2)
                         now = await writes(http, url + "/metrics", ctx)
-                        if total(now, "kftenancy_reconcile") - total(quiet, "kftenancy_reconcile") >= have:
+                        if (
+                            total(now, "kftenancy_reconcile") - total(quiet, "kftenancy_reconcile")
+                            >= have
+                        ):
                             break
                         if time.perf_counter() - began > args.resync * 3 + 300:
                             raise SystemExit("no full resync seen")
-                    resync_writes = total(now, "kftenancy_api_writes") - total(quiet, "kftenancy_api_writes")
-                    print(f"full resync of {have} unchanged tenants: {resync_writes:.0f} API writes (budget 0)")
+                    resync_writes = total(now, "kftenancy_api_writes") - total(
+                        quiet, "kftenancy_api_writes"
+                    )
+                    print(
+                        f"full resync of {have} unchanged tenants: {resync_writes:.0f} API writes (budget 0)"
+                    )
                 rss = rss_mb(proc.pid)
-                growth = "" if previous is None else f", +{(rss - previous[1]) / (have - previous[0]) * 1000:.1f} MB per 1,000 tenants since {previous[0]}"
-                print(f"controller RSS at {have} tenants: {rss:.0f} MB{growth} (budget <= 150 MB at 5,000; {load()})")
+                growth = (
+                    ""
+                    if previous is None
+                    else f", +{(rss - previous[1]) / (have - previous[0]) * 1000:.1f} MB per 1,000 tenants since {previous[0]}"
+                )
+                print(
+                    f"controller RSS at {have} tenants: {rss:.0f} MB{growth} (budget <= 150 MB at 5,000; {load()})"
+                )
                 previous = (have, rss)
     finally:
         watch_task.cancel()
@@ -303,13 +372,24 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--single", type=int, default=20, help="tenants created one at a time")
     parser.add_argument("--burst", type=int, default=1000, help="tenants created at once")
-    parser.add_argument("--rss-at", default="1000,2000,5000", help="tenant counts at which to read the controller's RSS")
+    parser.add_argument(
+        "--rss-at",
+        default="1000,2000,5000",
+        help="tenant counts at which to read the controller's RSS",
+    )
     parser.add_argument("--workers", type=int, default=16, help="controller reconcile workers")
     parser.add_argument("--resync", type=float, default=60.0, help="controller resync period (s)")
-    parser.add_argument("--no-resync-check", dest="resync_check", action="store_false", help="skip waiting for a full resync")
+    parser.add_argument(
+        "--no-resync-check",
+        dest="resync_check",
+        action="store_false",
+        help="skip waiting for a full resync",
+    )
     args = parser.parse_args()
     ensure_binaries()
     cluster = LocalCluster()

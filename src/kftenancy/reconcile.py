@@ -484,9 +484,7 @@ def offboard_objects(
     """Desired objects of an offboarded tenant: `kept` minus everything granting access
     (and its queues), and the namespace (as we manage it) marked with offboarded-at /
     delete-after."""
-    out = [
-        o for o in kept if (group_of(o["apiVersion"]), o["kind"]) not in OFFBOARD_REMOVED_KINDS
-    ]
+    out = [o for o in kept if (group_of(o["apiVersion"]), o["kind"]) not in OFFBOARD_REMOVED_KINDS]
     ns_index = next((i for i, o in enumerate(out) if o["kind"] == "Namespace"), None)
     base: Obj | None = out[ns_index] if ns_index is not None else None
     if base is None and namespace is not None:

@@ -234,7 +234,9 @@ async def wait_writes(ctl: ControllerProcess, at_least: int, within: float) -> i
 # ----------------------------------------------------------------------------- setup
 
 
-async def install_policy(kube: Kube, name: str, spec: dict[str, Any] | None = None) -> TenancyPolicySpec:
+async def install_policy(
+    kube: Kube, name: str, spec: dict[str, Any] | None = None
+) -> TenancyPolicySpec:
     obj = {
         "apiVersion": POLICY_API,
         "kind": c.POLICY_KIND,
@@ -261,11 +263,59 @@ async def bystanders(kube: Kube, prefix: str = "bystander", count: int = 3) -> l
     ours, for the before/after comparison; returns the namespaces."""
     names = [f"{prefix}-{i}" for i in range(count)]
     for ns in names:
-        await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"team": "other"}}})
-        await kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": ns}, "data": {"a": "1"}})
-        await kube.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default-editor", "namespace": ns}})
-        await kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "namespaceAdmin", "namespace": ns, "labels": {c.LABEL_TENANT: ns}}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"}, "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "someone@example.com"}]})
-        await kube.create({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "deny-all", "namespace": ns}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})
+        await kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {"team": "other"}},
+            }
+        )
+        await kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "settings", "namespace": ns},
+                "data": {"a": "1"},
+            }
+        )
+        await kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "default-editor", "namespace": ns},
+            }
+        )
+        await kube.create(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {
+                    "name": "namespaceAdmin",
+                    "namespace": ns,
+                    "labels": {c.LABEL_TENANT: ns},
+                },
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "edit",
+                },
+                "subjects": [
+                    {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "User",
+                        "name": "someone@example.com",
+                    }
+                ],
+            }
+        )
+        await kube.create(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": "deny-all", "namespace": ns},
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+            }
+        )
     return names
 
 

@@ -63,7 +63,9 @@ async def test_the_standby_takes_over_within_the_lease_and_never_works_alongside
     async with asyncio.timeout(BUDGET_SECONDS):
         kube = lab_kube
         policy = await install_policy(kube, "chaos-failover")
-        await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NAMESPACE}})
+        await kube.create(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NAMESPACE}}
+        )
         kill_after = chaos_rng.randint(200, TENANTS * 10)
         print(f"leader killed after {kill_after} of its API writes")
 
@@ -78,7 +80,9 @@ async def test_the_standby_takes_over_within_the_lease_and_never_works_alongside
             )
             assert not await b.ready()
 
-            names = await onboard(kube, policy, [f"failover-{i}@example.com" for i in range(TENANTS)])
+            names = await onboard(
+                kube, policy, [f"failover-{i}@example.com" for i in range(TENANTS)]
+            )
             assert await wait_writes(a, kill_after, within=180) >= kill_after
             a.kill()
             killed_at = time.time()
@@ -126,7 +130,9 @@ async def test_a_paused_leader_stops_writing_before_the_standby_takes_over(
         kube = lab_kube
         policy = await install_policy(kube, "chaos-failover")
         if await kube.get("v1", "Namespace", LEASE_NAMESPACE) is None:
-            await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NAMESPACE}})
+            await kube.create(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NAMESPACE}}
+            )
         pause_after = chaos_rng.randint(200, TENANTS * 10)
         print(f"leader frozen after {pause_after} of its API writes")
 

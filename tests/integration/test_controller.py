@@ -488,7 +488,9 @@ async def test_offboarding_revokes_access_keeps_data_and_reonboarding_restores_i
     result = await offboard(kube, await current_policy(kube, policy_name), user)
     assert result.existed
     # Revoked when offboard returns: the bindings are gone ...
-    assert await kube.list_owned([("rbac.authorization.k8s.io/v1", "RoleBinding")], tenant=name) == []
+    assert (
+        await kube.list_owned([("rbac.authorization.k8s.io/v1", "RoleBinding")], tenant=name) == []
+    )
     # ... and the API server's RBAC authorizer (an informer cache) follows within moments.
     await eventually(lambda: _not(can_read()), within=3, what="owner lost access")
     ns = await kube.get("v1", "Namespace", name)
@@ -691,7 +693,12 @@ async def test_changing_the_owner_moves_access_to_the_new_owner(
 
     assert await eventually(lambda: can_read(old), what="old owner has access")
     assert not await can_read(new)
-    await kube.patch_merge(PROFILE_API_VERSION, c.PROFILE_KIND, name, {"spec": {"owner": {"kind": "User", "name": new}}})
+    await kube.patch_merge(
+        PROFILE_API_VERSION,
+        c.PROFILE_KIND,
+        name,
+        {"spec": {"owner": {"kind": "User", "name": new}}},
+    )
     assert await eventually(lambda: can_read(new), what="new owner has access")
     assert await eventually(lambda: _not(can_read(old)), what="old owner lost access")
     assert await in_sync(kube, await desired_for(kube, policy_name, name))
@@ -737,15 +744,27 @@ async def test_status_plan_and_bad_input_on_the_command_line(
     code, out, _ = await cli("status", "--kubeconfig", kc, "-o", "json")
     assert code == 0
     row = next(r for r in json.loads(out) if r["name"] == name)
-    assert row["ready"] == "True" and row["owner"].startswith("pia-") and row["quota"]["gpu"].endswith("/10")
+    assert (
+        row["ready"] == "True"
+        and row["owner"].startswith("pia-")
+        and row["quota"]["gpu"].endswith("/10")
+    )
 
     # plan with a policy that differs from the cluster's: shows the change, writes nothing
     policy_file = tmp_path / "policy.yaml"
-    quota = {"cpu": "5", "memory": "16Gi", "requests.nvidia.com/gpu": "10", "persistentvolumeclaims": "10", "requests.storage": "200Gi"}
+    quota = {
+        "cpu": "5",
+        "memory": "16Gi",
+        "requests.nvidia.com/gpu": "10",
+        "persistentvolumeclaims": "10",
+        "requests.storage": "200Gi",
+    }
     policy_file.write_text(json.dumps(policy_spec(resources={"quota": quota})))
     code, out, _ = await cli("plan", "--kubeconfig", kc, "--policy", str(policy_file), "-o", "json")
     assert code == 0
-    assert json.loads(out)[name]["update"] == [f"ResourceQuota {name}/kf-resource-quota (spec.hard.cpu)"]
+    assert json.loads(out)[name]["update"] == [
+        f"ResourceQuota {name}/kf-resource-quota (spec.hard.cpu)"
+    ]
     live = await kube.get("v1", "ResourceQuota", "kf-resource-quota", name)
     assert live is not None and live["spec"]["hard"]["cpu"] == "8"
 

@@ -280,6 +280,7 @@ async def test_guarantees_queue_borrow_and_reclaim(controller: Controller, kube:
         what="tc's GPU status ConfigMap shows the pending job",
     )
     assert '"position": 1' in view["queue"]
+
     # `kftenancy status` shows the same per tenant (Kueue updates queue status shortly
     # after admissions).
     async def status_rows() -> dict[str, Any] | None:

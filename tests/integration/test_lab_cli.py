@@ -109,9 +109,7 @@ def test_pod_toleration_restriction_can_be_disabled_in_a_second_cluster() -> Non
 def _cpu_burners(seconds: float) -> list[subprocess.Popen[bytes]]:
     """One busy process per core, each ending by itself after `seconds`."""
     loop = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
-    return [
-        subprocess.Popen([sys.executable, "-c", loop]) for _ in range(os.cpu_count() or 2)
-    ]
+    return [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(os.cpu_count() or 2)]
 
 
 def test_two_lab_ups_on_one_state_dir_under_cpu_load_share_one_working_cluster(

@@ -75,9 +75,7 @@ def lab() -> Iterator[LocalCluster]:
     try:
         # An upstream cluster: no OpenShift APIs (the controller watches Users wherever
         # they are served, and the chart grants that only on OpenShift).
-        lab.install_crds(
-            [d for d in bundled_crds() if d["spec"]["group"] != "user.openshift.io"]
-        )
+        lab.install_crds([d for d in bundled_crds() if d["spec"]["group"] != "user.openshift.io"])
         yield lab
     finally:
         lab.stop()
@@ -337,7 +335,9 @@ async def test_gateway_authenticates_authorizes_and_onboards_with_its_service_ac
         )
 
         def request(token: str) -> Request:
-            return Request("GET", "/", {"authorization": f"Bearer {token}", "kubeflow-userid": "admin"})
+            return Request(
+                "GET", "/", {"authorization": f"Bearer {token}", "kubeflow-userid": "admin"}
+            )
 
         allowed_user = f"system:serviceaccount:{ns}:allowed"
         decision = await gateway.check(request(tokens["allowed"]))

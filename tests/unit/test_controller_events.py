@@ -69,11 +69,21 @@ async def test_owned_objects_and_the_adoption_annotation_queue_their_tenant() ->
         labels = {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_TENANT: "bob"}
         ctl._owned_event("DELETED", {"metadata": {"name": "rb", "labels": labels}})
         assert drained(ctl) == ["bob"]
-        ctl._owned_event("MODIFIED", {**profile("rb", c.FIELD_MANAGER), "metadata": {**profile("rb", c.FIELD_MANAGER)["metadata"], "labels": labels}})
+        ctl._owned_event(
+            "MODIFIED",
+            {
+                **profile("rb", c.FIELD_MANAGER),
+                "metadata": {**profile("rb", c.FIELD_MANAGER)["metadata"], "labels": labels},
+            },
+        )
         assert drained(ctl) == []  # our own apply
-        ctl._namespace_event("MODIFIED", {"metadata": {"name": "bob", "annotations": {c.ANN_ADOPT: "bob"}}})
+        ctl._namespace_event(
+            "MODIFIED", {"metadata": {"name": "bob", "annotations": {c.ANN_ADOPT: "bob"}}}
+        )
         assert drained(ctl) == ["bob"]
-        ctl._namespace_event("MODIFIED", {"metadata": {"name": "x", "annotations": {c.ANN_ADOPT: "nobody"}}})
+        ctl._namespace_event(
+            "MODIFIED", {"metadata": {"name": "x", "annotations": {c.ANN_ADOPT: "nobody"}}}
+        )
         assert drained(ctl) == []  # not a Profile we know
     finally:
         await ctl.kube.close()

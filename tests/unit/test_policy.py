@@ -68,7 +68,12 @@ def test_camel_case_aliases_round_trip() -> None:
             "greater than or equal to 0",
         ),
         (
-            {"gpu": {"pools": [{"name": "t4", "maxNodes": 2}], "queues": {"tenants": {"a": {"t4": 3}}}}},
+            {
+                "gpu": {
+                    "pools": [{"name": "t4", "maxNodes": 2}],
+                    "queues": {"tenants": {"a": {"t4": 3}}},
+                }
+            },
             "gpu: queues.tenants.a.t4",
             "above the size of pool t4 (2 GPUs",
         ),
@@ -84,8 +89,18 @@ def test_camel_case_aliases_round_trip() -> None:
         ),
         ({"gpu": {"timeZone": "Mars/Olympus"}}, "gpu.timeZone", "IANA"),
         (
-            {"gpu": {"pools": [{"name": "t4", "headroom": {"schedule": [
-                {"start": "18:00", "end": "08:00", "minimumGpus": 1}]}}]}},
+            {
+                "gpu": {
+                    "pools": [
+                        {
+                            "name": "t4",
+                            "headroom": {
+                                "schedule": [{"start": "18:00", "end": "08:00", "minimumGpus": 1}]
+                            },
+                        }
+                    ]
+                }
+            },
             "gpu.pools[0].headroom.schedule[0]",
             "must be after start",
         ),

@@ -330,10 +330,14 @@ def test_our_own_write_coming_back_is_recognised_and_nothing_else() -> None:
     obj["metadata"]["managedFields"][0]["time"] = "2026-01-01T00:00:01Z"
     assert written_by(obj)
     edited = copy.deepcopy(obj)
-    edited["metadata"]["managedFields"].append({"manager": "kubectl-edit", "operation": "Update", "time": "2026-01-01T00:00:02Z"})
+    edited["metadata"]["managedFields"].append(
+        {"manager": "kubectl-edit", "operation": "Update", "time": "2026-01-01T00:00:02Z"}
+    )
     assert not written_by(edited)
     same_second = copy.deepcopy(obj)
-    same_second["metadata"]["managedFields"].append({"manager": "kubectl-edit", "operation": "Update", "time": "2026-01-01T00:00:01Z"})
+    same_second["metadata"]["managedFields"].append(
+        {"manager": "kubectl-edit", "operation": "Update", "time": "2026-01-01T00:00:01Z"}
+    )
     assert not written_by(same_second)
     deleting = copy.deepcopy(obj)
     deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:03Z"

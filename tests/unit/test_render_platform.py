@@ -232,7 +232,9 @@ def test_resource_flavor_per_pool_tolerates_exactly_the_gpu_taint() -> None:
         {"gpu": {"pools": [{"name": "t4"}, {"name": "a100", "nodeSelector": {"gpu": "a100"}}],
                  "queues": {"enabled": True}}}
     )  # fmt: skip
-    flavors = {o["metadata"]["name"]: o for o in platform_objects(policy) if o["kind"] == "ResourceFlavor"}
+    flavors = {
+        o["metadata"]["name"]: o for o in platform_objects(policy) if o["kind"] == "ResourceFlavor"
+    }
     assert set(flavors) == {"kftenancy-default", "t4", "a100"}
     assert flavors["a100"]["spec"] == {
         "nodeLabels": {"gpu": "a100"},

@@ -442,7 +442,8 @@ def register_demo(app: typer.Typer) -> None:
     def demo_cmd(
         users: Annotated[list[str], typer.Argument(help="Users to onboard.")],
         policy: Annotated[
-            Path, typer.Option("--policy", envvar="KFTENANCY_POLICY", help="Policy YAML to install.")
+            Path,
+            typer.Option("--policy", envvar="KFTENANCY_POLICY", help="Policy YAML to install."),
         ],
         kubeconfig: Kubeconfig = None,
         serve: Annotated[
@@ -527,8 +528,10 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
         table.add_column(col)
     for r in rows:
         q = r["quota"]
-        ready = "[yellow]Terminating[/]" if r["terminating"] else (
-            "[green]True[/]" if r["ready"] == "True" else f"[red]{r['ready']}[/]"
+        ready = (
+            "[yellow]Terminating[/]"
+            if r["terminating"]
+            else ("[green]True[/]" if r["ready"] == "True" else f"[red]{r['ready']}[/]")
         )
         g = r.get("gpu") or {}
         gpu = [str(g.get(k, "-")) for k in ("guarantee", "in_use", "borrowed", "pending")]

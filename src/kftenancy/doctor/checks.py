@@ -704,7 +704,11 @@ def check_gpu_capacity(snap: Snapshot) -> list[Finding]:
             "containers"
         ) or []:
             if "cluster-autoscaler" in str(container.get("image", "")) + str(container.get("name")):
-                args = [*(args or []), *(container.get("command") or []), *(container.get("args") or [])]
+                args = [
+                    *(args or []),
+                    *(container.get("command") or []),
+                    *(container.get("args") or []),
+                ]
     cluster = GPUCluster(
         priority_classes=snap.of(*_av(PRIORITY_CLASS)),
         autoscaler_args=args,

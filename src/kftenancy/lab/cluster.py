@@ -442,10 +442,16 @@ class LocalCluster:
         """Kueue's CRDs (server-side apply), then Kueue with webhooks on 127.0.0.1, then
         the webhook configurations (only once it serves: they fail closed)."""
         manifests = binaries[KUEUE_MANIFESTS]
-        self.install_crds(kueue.kueue_crds(manifests), timeout=max(10.0, deadline - time.monotonic()))
+        self.install_crds(
+            kueue.kueue_crds(manifests), timeout=max(10.0, deadline - time.monotonic())
+        )
         self.client().apply(
             codecs.from_dict(
-                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": kueue.KUEUE_NAMESPACE}}
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": kueue.KUEUE_NAMESPACE},
+                }
             ),
             force=True,
         )
