@@ -16,6 +16,7 @@ import lightkube
 from lightkube import codecs
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.resources.core_v1 import Namespace, Pod
+from load_support import cpu_burners
 
 from kftenancy.constants import ANN_TOLERATIONS_WHITELIST
 from kftenancy.lab.cluster import LocalCluster
@@ -106,12 +107,6 @@ def test_pod_toleration_restriction_can_be_disabled_in_a_second_cluster() -> Non
         assert outside in [t.to_dict() for t in created.spec.tolerations or []]
 
 
-def _cpu_burners(seconds: float) -> list[subprocess.Popen[bytes]]:
-    """One busy process per core, each ending by itself after `seconds`."""
-    loop = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
-    return [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(os.cpu_count() or 2)]
-
-
 def test_two_lab_ups_on_one_state_dir_under_cpu_load_share_one_working_cluster(
     tmp_path: Path,
 ) -> None:
@@ -120,7 +115,7 @@ def test_two_lab_ups_on_one_state_dir_under_cpu_load_share_one_working_cluster(
     certificate, and the first request failed with CERTIFICATE_VERIFY_FAILED. Now the
     second waits for the first and reuses its cluster, also with every core busy."""
     state_dir = tmp_path / "lab"
-    burners = _cpu_burners(240)
+    burners = cpu_burners(240)
     try:
         ups = [
             subprocess.Popen(

@@ -31,6 +31,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from kftenancy.lab.errors import ControlPlaneError
 from kftenancy.lab.processes import ManagedProcess, free_port, log_tail
@@ -274,6 +275,42 @@ class SeaweedFS:
                 self.kill()
                 raise ControlPlaneError(f"SeaweedFS did not create buckets {self.buckets}")
             time.sleep(0.1)
+        # After a restart the volume server has loaded its volumes from disk, but the
+        # master learns of them only from the volume server's first heartbeat; a read
+        # before then fails with InternalError ("volume id 1 not found"), under load for
+        # up to a few seconds.
+        while (missing := self._volumes_unknown_to_master()) != []:
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ControlPlaneError(
+                    "SeaweedFS's master did not learn of the volume server's volumes "
+                    f"{missing if missing is not None else '(volume server not answering)'}; "
+                    f"{self._log_excerpt()}"
+                )
+            time.sleep(0.1)
+
+    def _get_json(self, port: str, path: str) -> tuple[int, Any]:
+        """(status, decoded JSON body) of a GET on one of its HTTP listeners."""
+        url = f"http://127.0.0.1:{self.ports[port]}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return int(resp.status), json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, None
+
+    def _volumes_unknown_to_master(self) -> list[int] | None:
+        """The volume server's volumes the master cannot locate yet (None: the volume
+        server does not answer)."""
+        try:
+            _, status = self._get_json("volume", "/status")
+            held = [int(v["Id"]) for v in (status or {}).get("Volumes") or []]
+            return [
+                vid
+                for vid in held
+                if self._get_json("master", f"/dir/lookup?volumeId={vid}")[0] != 200
+            ]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def _bucket_exists(self, bucket: str) -> bool:
         url = f"http://127.0.0.1:{self.ports['filer']}/buckets/{bucket}/"
